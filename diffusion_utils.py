@@ -57,7 +57,7 @@ __all__ = [
     "diffusion_loss", "EMA", "TrainResult", "train_ddpm",
     "p_sample", "p_sample_loop", "ddim_sample",
     "ensure_mnist", "load_mnist", "mnist_tensor",
-    "save_checkpoint", "load_checkpoint", "config_tag",
+    "save_checkpoint", "load_checkpoint", "config_tag", "load_or_train", "train_from_config",
     "MNISTClassifier", "train_classifier", "load_classifier", "classifier_accuracy",
     "feature_statistics", "frechet_distance", "evaluate_samples",
     "show_images", "show_forward_strip", "save_denoising_gif",
@@ -544,10 +544,6 @@ def p_sample(model: nn.Module, schedule: DiffusionSchedule, x_t: torch.Tensor, t
     return mean + sigma * _randn(x_t.shape, generator, x_t.device, x_t.dtype)
 
 
-def _trajectory_label(paper_t: int, stride: int, total: int) -> bool:
-    return paper_t == total or paper_t % stride == 0
-
-
 @torch.no_grad()
 def p_sample_loop(model: nn.Module, schedule: DiffusionSchedule, shape: Sequence[int], *,
                   clip_x0: bool = False, generator: torch.Generator | None = None,
@@ -578,7 +574,8 @@ def p_sample_loop(model: nn.Module, schedule: DiffusionSchedule, shape: Sequence
     for t in tqdm(range(T - 1, -1, -1), desc="DDPM sampling", disable=not progress,
                   dynamic_ncols=True):  # Algorithm 2 line 2
         x = p_sample(model, schedule, x, t, clip_x0=clip_x0, generator=generator)
-        if return_trajectory and _trajectory_label(t, trajectory_stride, T) and t != T:
+        # x now holds the paper's x_t (index t was the step x_{t+1} -> x_t in paper numbering)
+        if return_trajectory and t % trajectory_stride == 0:
             frames.append(x.cpu()), labels.append(t)
     model.train(was_training)
     if return_trajectory:
@@ -892,6 +889,63 @@ def load_checkpoint(path: str | Path, model: nn.Module | None = None, config: di
     return payload
 
 
+TRAIN_KEYS = ("num_steps", "batch_size", "lr", "grad_clip", "ema_decay", "seed")
+
+
+def load_or_train(config: dict, build_model: Callable[[dict], nn.Module], data: torch.Tensor,
+                  shipped_path: str | Path, cache_dir: str | Path = "checkpoints/cache",
+                  progress: bool = True) -> tuple[nn.Module, dict]:
+    """The EMA model for `config`: the shipped checkpoint when its stored config equals `config`,
+    else a cached one trained earlier with this exact config, else train it now (resumable,
+    cached under a name derived from the config; the shipped file is never overwritten).
+
+    config holds "model", "model_kwargs", "schedule", "num_timesteps" and the keys of
+    TRAIN_KEYS. Returns (model in eval mode, checkpoint payload).
+    """
+    missing = [k for k in ("schedule", "num_timesteps", *TRAIN_KEYS) if k not in config]
+    if missing:
+        raise ValueError(f"config is missing {missing}")
+    model = build_model(config)
+    shipped_path = Path(shipped_path)
+    cache_path = Path(cache_dir) / f"{config['model']}_{config_tag(config)}.pt"
+    for path in (shipped_path, cache_path):
+        if path.is_file():
+            stored = torch.load(path, map_location="cpu", weights_only=False)
+            if stored.get("config") == config:
+                model.load_state_dict(stored["state_dict"])
+                print(f"loaded {path.as_posix()} ({stored['steps']} steps, final loss {stored['final_loss']:.4f})")
+                return model.eval(), stored
+    if shipped_path.is_file():
+        stored = torch.load(shipped_path, map_location="cpu", weights_only=False)
+        print("the config differs from the shipped checkpoint: "
+              + _config_diff(stored.get("config", {}), config))
+    print(f"training {config['num_steps']} steps now; progress is saved beside {cache_path.as_posix()} "
+          "so an interrupted run resumes where it stopped")
+    return train_from_config(config, build_model, data, cache_path, progress=progress)
+
+
+def train_from_config(config: dict, build_model: Callable[[dict], nn.Module], data: torch.Tensor,
+                      path: str | Path, progress: bool = True, hardware: str | None = None,
+                      log_every: int = 10) -> tuple[nn.Module, dict]:
+    """Train the model `config` describes with `train_ddpm` (resumable from path.resume.pt) and
+    save its EMA weights, config, steps, final loss (mean of the last 500 steps), a loss curve
+    (means of 50 steps) and the training time to `path`. Returns (EMA model, payload)."""
+    path = Path(path)
+    model = build_model(config)
+    schedule = DiffusionSchedule(num_timesteps=config["num_timesteps"], schedule=config["schedule"])
+    resume_path = path.with_name(f".{path.stem}.resume.pt")
+    result = train_ddpm(model, schedule, data, config={k: v for k, v in config.items() if k not in TRAIN_KEYS},
+                        resume_path=resume_path, progress=progress, log_every=log_every,
+                        **{k: config[k] for k in TRAIN_KEYS})
+    losses = torch.tensor(result.losses[: len(result.losses) // 50 * 50])
+    save_checkpoint(path, result.ema_model, config, steps=result.steps,
+                    final_loss=float(torch.tensor(result.losses[-500:]).mean()),
+                    loss_curve_every_50=losses.reshape(-1, 50).mean(1).tolist(),
+                    train_seconds=result.seconds, hardware=hardware or str(data.device))
+    resume_path.unlink(missing_ok=True)
+    return result.ema_model.eval(), load_checkpoint(path)
+
+
 # ---------------------------------------------------------------------------------------------
 # 8. Sample-quality evaluation: classifier features and the Frechet distance
 # ---------------------------------------------------------------------------------------------
@@ -1111,7 +1165,7 @@ def show_forward_strip(images: Sequence[torch.Tensor], labels: Sequence, title: 
 
     rows = len(images)
     cols = images[0].shape[0]
-    fig, axes = plt.subplots(rows, cols, figsize=(1.5 * cols, 1.7 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.5 * cols, 1.9 * rows + 0.5), squeeze=False)
     for r, strip in enumerate(images):
         strip = _to_display(strip)
         for c in range(cols):

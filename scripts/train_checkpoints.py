@@ -39,10 +39,9 @@ UNET_CONFIG = {
     "model_kwargs": {"base_channels": 32, "channel_mults": (1, 2, 2), "num_res_blocks": 2,
                      "attention_resolutions": (7,), "dropout": 0.1},
     "schedule": "linear", "num_timesteps": 1000,
-    "num_steps": 20000, "batch_size": 128, "lr": 2e-4, "grad_clip": 1.0, "ema_decay": 0.9995,
+    "num_steps": 16000, "batch_size": 128, "lr": 2e-4, "grad_clip": 1.0, "ema_decay": 0.9995,
     "seed": 0,
 }
-TRAIN_KEYS = ("num_steps", "batch_size", "lr", "grad_clip", "ema_decay", "seed")
 FID_SIZES = (32, 256, 1000, 5000)  # the n at which notebook 3 and the README compare models
 
 
@@ -54,25 +53,14 @@ def hardware() -> str:
 
 def train_denoiser(config: dict, data: torch.Tensor, out: Path, log: dict) -> torch.nn.Module:
     name = config["model"]
-    model = build_model(config)
-    schedule = du.DiffusionSchedule(num_timesteps=config["num_timesteps"], schedule=config["schedule"])
-    print(f"{name}: {count_parameters(model):,} parameters, {config['num_steps']} steps", flush=True)
-    result = du.train_ddpm(model, schedule, data, config={k: v for k, v in config.items()
-                                                          if k not in TRAIN_KEYS},
-                           resume_path=out / f".{name}_resume.pt",
-                           **{k: config[k] for k in TRAIN_KEYS}, progress=False, log_every=1000)
-    # keep the loss curve small: the mean of each block of 50 steps
-    losses = torch.tensor(result.losses[: len(result.losses) // 50 * 50])
-    curve = losses.reshape(-1, 50).mean(1).tolist()
-    final_loss = float(torch.tensor(result.losses[-500:]).mean())
-    du.save_checkpoint(out / f"{name}_default.pt", result.ema_model, config,
-                       steps=result.steps, final_loss=final_loss, loss_curve_every_50=curve,
-                       train_seconds=result.seconds, hardware=hardware())
-    (out / f".{name}_resume.pt").unlink(missing_ok=True)
-    log[name] = {"seconds": round(result.seconds, 1), "steps": result.steps, "final_loss": final_loss,
-                 "parameters": count_parameters(model)}
-    print(f"{name}: {result.steps} steps in {result.seconds:.0f} s, final loss {final_loss:.4f}", flush=True)
-    return result.ema_model
+    print(f"{name}: {count_parameters(build_model(config)):,} parameters, {config['num_steps']} steps", flush=True)
+    model, payload = du.train_from_config(config, build_model, data, out / f"{name}_default.pt",
+                                          progress=False, hardware=hardware(), log_every=1000)
+    log[name] = {"seconds": round(payload["train_seconds"], 1), "steps": payload["steps"],
+                 "final_loss": payload["final_loss"], "parameters": count_parameters(model)}
+    print(f"{name}: {payload['steps']} steps in {payload['train_seconds']:.0f} s, "
+          f"final loss {payload['final_loss']:.4f}", flush=True)
+    return model
 
 
 def train_graphed(config: dict, data: torch.Tensor, out: Path, log: dict, budget_s: float) -> torch.nn.Module:

@@ -449,3 +449,32 @@ def test_plot_helpers_write_and_return(tmp_path):
     assert gif.read_bytes()[:6] == b"GIF89a"
     with pytest.raises(ValueError, match="frames"):
         du.save_denoising_gif(images, [0], tmp_path / "b.gif")
+
+
+def test_load_or_train_uses_shipped_then_trains_and_caches(tmp_path, capsys):
+    from models import build_model
+
+    config = {"model": "mlp", "model_kwargs": {"image_size": 4, "hidden": 16, "depth": 1, "time_dim": 8,
+                                               "num_timesteps": 20},
+              "schedule": "linear", "num_timesteps": 20, "num_steps": 60, "batch_size": 8, "lr": 1e-3,
+              "grad_clip": 1.0, "ema_decay": 0.9, "seed": 0}
+    data = torch.rand(32, 1, 4, 4) * 2 - 1
+    shipped = tmp_path / "mlp_default.pt"
+    model, payload = du.train_from_config(config, build_model, data, shipped, progress=False)
+    assert payload["steps"] == 60 and shipped.is_file()
+    assert not list(tmp_path.glob(".*resume*"))  # the resume file is removed once done
+    shipped_bytes = shipped.read_bytes()
+    # same config: the shipped file is loaded, nothing is trained
+    loaded, _ = du.load_or_train(config, build_model, data, shipped, cache_dir=tmp_path / "cache", progress=False)
+    assert "loaded" in capsys.readouterr().out and torch.equal(loaded.out.weight, model.out.weight)
+    # edited config: trains, caches under a config-derived name, leaves the shipped file alone
+    edited = dict(config, lr=2e-3)
+    du.load_or_train(edited, build_model, data, shipped, cache_dir=tmp_path / "cache", progress=False)
+    out = capsys.readouterr().out
+    assert "lr: stored 0.001 vs wanted 0.002" in out and "training 60 steps" in out
+    cached = tmp_path / "cache" / f"mlp_{du.config_tag(edited)}.pt"
+    assert cached.is_file() and shipped.read_bytes() == shipped_bytes
+    du.load_or_train(edited, build_model, data, shipped, cache_dir=tmp_path / "cache", progress=False)
+    assert "loaded" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="missing"):
+        du.load_or_train({"model": "mlp"}, build_model, data, shipped)
