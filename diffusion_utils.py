@@ -1181,7 +1181,7 @@ def show_forward_strip(images: Sequence[torch.Tensor], labels: Sequence, title: 
 
 
 def save_denoising_gif(frames: torch.Tensor, labels: Sequence, path: str | Path,
-                       nrow: int = 4, fps: int = 10, hold_last: int = 10) -> Path:
+                       nrow: int = 4, fps: int = 10, hold_last: int = 10, dpi: int = 72) -> Path:
     """Write a GIF of frames (K, N, 1, H, W) in [-1, 1] (one grid per frame) with matplotlib's
     Pillow writer; the last frame is held for `hold_last` extra frames. Returns the path."""
     import matplotlib.pyplot as plt
@@ -1206,7 +1206,7 @@ def save_denoising_gif(frames: torch.Tensor, labels: Sequence, path: str | Path,
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.gif")
-    animation.save(tmp, writer=PillowWriter(fps=fps))
+    animation.save(tmp, writer=PillowWriter(fps=fps), dpi=dpi)
     os.replace(tmp, path)
     plt.close(fig)
     return path

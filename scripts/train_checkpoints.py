@@ -152,12 +152,12 @@ def measure(model, config, classifier, device, log, name, ddim: bool) -> dict:
                                     schedule=config["schedule"], device=device)
     model = model.to(device).eval()
     results = {}
-    samplers = {"ddpm1000": lambda n, g: du.p_sample_loop(model, schedule, (n, 1, 28, 28),
-                                                          generator=g, device=device, clip_x0=True,
-                                                          progress=False)}
+    # both samplers clip the predicted x0 to [-1, 1], as the notebooks do
+    common = {"device": device, "clip_x0": True, "progress": False}
+    samplers = {"ddpm1000": lambda n, g: du.p_sample_loop(model, schedule, (n, 1, 28, 28), generator=g, **common)}
     if ddim:
-        samplers["ddim50"] = lambda n, g: du.ddim_sample(model, schedule, (n, 1, 28, 28), num_steps=50, clip_x0=True,
-                                                         generator=g, device=device, progress=False)
+        samplers["ddim50"] = lambda n, g: du.ddim_sample(model, schedule, (n, 1, 28, 28), num_steps=50,
+                                                         generator=g, **common)
     biggest = max(FID_SIZES)
     for sampler_name, sampler in samplers.items():
         started = time.perf_counter()
