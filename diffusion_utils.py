@@ -931,6 +931,7 @@ def train_from_config(config: dict, build_model: Callable[[dict], nn.Module], da
     save its EMA weights, config, steps, final loss (mean of the last 500 steps), a loss curve
     (means of 50 steps) and the training time to `path`. Returns (EMA model, payload)."""
     path = Path(path)
+    torch.manual_seed(config["seed"])  # the config's seed fixes the initial weights too
     model = build_model(config)
     schedule = DiffusionSchedule(num_timesteps=config["num_timesteps"], schedule=config["schedule"])
     resume_path = path.with_name(f".{path.stem}.resume.pt")
