@@ -57,6 +57,7 @@ __all__ = [
     "p_sample", "p_sample_loop", "ddim_timesteps", "ddim_sample",
     "ensure_mnist", "mnist_files_ok", "load_mnist", "mnist_tensor",
     "save_checkpoint", "load_checkpoint", "config_tag", "load_or_train", "train_from_config",
+    "save_trained",
     "MNISTClassifier", "train_classifier", "load_classifier", "classifier_accuracy",
     "classifier_outputs", "feature_statistics", "frechet_distance", "test_split_statistics",
     "evaluate_samples",
@@ -829,20 +830,10 @@ def mnist_tensor(root: str | Path = "data", train: bool = True,
 
 
 def _atomic_torch_save(obj, path: Path) -> None:
-    """torch.save to a temp file beside `path`, fsync, then rename: never a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """torch.save, written atomically by `_atomic_write_bytes`: never a half-written file."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    _atomic_write_bytes(Path(path), buffer.getvalue())
 
 
 def _config_diff(stored: dict, wanted: dict) -> str:
@@ -909,20 +900,22 @@ def load_or_train(config: dict, build_model: Callable[[dict], nn.Module], data: 
     missing = [k for k in ("schedule", "num_timesteps", *TRAIN_KEYS) if k not in config]
     if missing:
         raise ValueError(f"config is missing {missing}")
-    model = build_model(config)
     shipped_path = Path(shipped_path)
     cache_path = Path(cache_dir) / f"{config['model']}_{config_tag(config)}.pt"
+    shipped = None
     for path in (shipped_path, cache_path):
         if path.is_file():
             stored = torch.load(path, map_location="cpu", weights_only=False)
             if stored.get("config") == config:
+                model = build_model(config)
                 model.load_state_dict(stored["state_dict"])
                 print(f"loaded {path.as_posix()} ({stored['steps']} steps, final loss {stored['final_loss']:.4f})")
                 return model.eval(), stored
-    if shipped_path.is_file():
-        stored = torch.load(shipped_path, map_location="cpu", weights_only=False)
+            if path == shipped_path:
+                shipped = stored
+    if shipped is not None:
         print("the config differs from the shipped checkpoint: "
-              + _config_diff(stored.get("config", {}), config))
+              + _config_diff(shipped.get("config", {}), config))
     print(f"training {config['num_steps']} steps now; progress is saved beside {cache_path.as_posix()} "
           "so an interrupted run resumes where it stopped")
     return train_from_config(config, build_model, data, cache_path, progress=progress)
@@ -942,13 +935,21 @@ def train_from_config(config: dict, build_model: Callable[[dict], nn.Module], da
     result = train_ddpm(model, schedule, data, config={k: v for k, v in config.items() if k not in TRAIN_KEYS},
                         resume_path=resume_path, progress=progress, log_every=log_every,
                         **{k: config[k] for k in TRAIN_KEYS})
-    losses = torch.tensor(result.losses[: len(result.losses) // 50 * 50])
-    save_checkpoint(path, result.ema_model, config, steps=result.steps,
-                    final_loss=float(torch.tensor(result.losses[-500:]).mean()),
-                    loss_curve_every_50=losses.reshape(-1, 50).mean(1).tolist(),
-                    train_seconds=result.seconds, hardware=hardware or str(data.device))
+    payload = save_trained(path, result.ema_model, config, result.losses, result.seconds,
+                           hardware or str(data.device))
     resume_path.unlink(missing_ok=True)
-    return result.ema_model.eval(), load_checkpoint(path)
+    return result.ema_model.eval(), payload
+
+
+def save_trained(path: str | Path, ema_model: nn.Module, config: dict, losses: Sequence[float],
+                 seconds: float, hardware: str) -> dict:
+    """Checkpoint a finished run: EMA weights, config, steps, final loss (mean of the last 500
+    steps), loss curve (means of blocks of 50 steps), time and hardware. Returns the payload."""
+    losses = torch.as_tensor(losses, dtype=torch.float64)  # (steps,)
+    curve = losses[: len(losses) // 50 * 50].reshape(-1, 50).mean(1)  # (steps // 50,)
+    save_checkpoint(path, ema_model, config, steps=config["num_steps"], final_loss=losses[-500:].mean().item(),
+                    loss_curve_every_50=curve.tolist(), train_seconds=seconds, hardware=hardware)
+    return load_checkpoint(path)
 
 
 # ---------------------------------------------------------------------------------------------

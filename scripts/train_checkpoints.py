@@ -132,13 +132,11 @@ def train_graphed(config: dict, data: torch.Tensor, out: Path, log: dict, budget
                       f"{time.perf_counter() - started:.0f} s", flush=True)
     torch.cuda.synchronize()
     seconds = time.perf_counter() - started
-    losses = losses_gpu[3:steps].cpu()  # the warm-up losses were not recorded
-    curve = losses[: len(losses) // 50 * 50].reshape(-1, 50).mean(1).tolist()
-    final_loss = float(losses[-500:].mean())
     config = dict(config, num_steps=steps)
-    du.save_checkpoint(out / f"{config['model']}_default.pt", ema.model, config, steps=steps,
-                       final_loss=final_loss, loss_curve_every_50=curve, train_seconds=seconds,
-                       hardware=hardware() + " (CUDA graph replay)")
+    payload = du.save_trained(out / f"{config['model']}_default.pt", ema.model, config,
+                              losses_gpu[3:steps].cpu(),  # the warm-up losses were not recorded
+                              seconds, hardware() + " (CUDA graph replay)")
+    final_loss = payload["final_loss"]
     log["unet"] = {"seconds": round(seconds, 1), "steps": steps, "final_loss": final_loss,
                    "parameters": count_parameters(model), "config": config}
     print(f"unet: {steps} steps in {seconds:.0f} s ({seconds / steps * 1000:.1f} ms/step), "

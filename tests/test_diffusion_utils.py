@@ -398,9 +398,12 @@ def test_interrupted_save_keeps_old_file(tmp_path, monkeypatch):
     du.save_checkpoint(path, nn.Linear(3, 2), {"v": 1})
     before = path.read_bytes()
 
-    def broken_save(obj, f, *args, **kwargs):
-        with open(f, "wb") as handle:
-            handle.write(b"half a file")
+    def broken_save(obj, f, *args, **kwargs):  # f may be a path or a file-like object
+        if hasattr(f, "write"):
+            f.write(b"half a file")
+        else:
+            with open(f, "wb") as handle:
+                handle.write(b"half a file")
         raise KeyboardInterrupt
 
     monkeypatch.setattr(torch, "save", broken_save)
