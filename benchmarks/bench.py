@@ -26,15 +26,20 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import diffusion_utils as du  # noqa: E402
-from models import build_model, count_parameters  # noqa: E402
-from scripts.train_checkpoints import MLP_CONFIG, UNET_CONFIG  # noqa: E402
+from lessons.mlp import MLPDenoiser  # noqa: E402
+from lessons.unet import UNet  # noqa: E402
+from notebook_support.environment import PROJECT_ROOT, get_device  # noqa: E402
+from notebook_support.export import notebook_config  # noqa: E402
+
+# the notebooks' own classes and configs (read from their config cells)
+MODELS = {"mlp": (MLPDenoiser, "2_custom_mlp.ipynb"), "unet": (UNet, "3_unet.ipynb")}
 
 VARIANTS = ("eager", "channels_last", "bf16_autocast", "compile")
 
 
 def make(config: dict, variant: str, device: torch.device):
     """Model, input memory format and autocast context for one variant."""
-    model = build_model(config).to(device)
+    model = MODELS[config["model"]][0](**config["model_kwargs"]).to(device)
     memory_format = torch.contiguous_format
     if variant == "channels_last" and config["model"] == "unet":
         model = model.to(memory_format=torch.channels_last)
@@ -109,7 +114,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = du.get_device()
+    device = get_device()
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         hardware = torch.cuda.get_device_name(0)
@@ -119,10 +124,10 @@ def main() -> None:
     print("| model | params | variant | train img/s (batch 128) | DDPM-1000 img/s (batch 64) "
           "| DDIM-50 img/s (batch 64) | speed-up train / sample |")
     print("|---|---|---|---|---|---|---|")
-    configs = {"mlp": MLP_CONFIG, "unet": UNET_CONFIG}
     for name in args.models:
-        config = configs[name]
-        params = count_parameters(build_model(config))
+        model_class, notebook = MODELS[name]
+        config = notebook_config(PROJECT_ROOT / notebook)
+        params = sum(p.numel() for p in model_class(**config["model_kwargs"]).parameters())
         base = None
         for variant in args.variants:
             warmup = args.warmup + (5 if variant == "compile" else 0)

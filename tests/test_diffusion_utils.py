@@ -70,7 +70,7 @@ def test_schedule_quantities(schedule):
     assert torch.allclose(schedule.sqrt_alphas_cumprod ** 2 + schedule.sqrt_one_minus_alphas_cumprod ** 2,
                           torch.ones(T))
     assert schedule.posterior_variance[0].item() == 0.0
-    assert len(schedule) == T
+    assert schedule.num_timesteps == T
 
 
 def test_posterior_coefficients_match_float64_derivation(schedule):
@@ -127,6 +127,15 @@ def test_q_sample_closed_form_value(schedule):
     assert torch.allclose(x_t[:, 0, 0, 0], expected)
 
 
+def forward_loop(schedule, x0, t, generator):
+    """The reference forward process: Eq. 2, one small step at a time, for indices 0..t."""
+    x = x0
+    for s in range(t + 1):
+        beta = schedule.betas[s]
+        x = (1 - beta).sqrt() * x + beta.sqrt() * torch.randn(x.shape, generator=generator)
+    return x
+
+
 def test_closed_form_and_iterative_agree_in_mean_and_variance(schedule):
     """5000 draws of one 4-pixel 'image': sample mean/variance of the looped process must match
     sqrt(ab_t) x0 and 1 - ab_t. Standard errors: mean ~ sqrt(1/5000) = 0.014, variance ~
@@ -136,7 +145,7 @@ def test_closed_form_and_iterative_agree_in_mean_and_variance(schedule):
     n = 5000
     x0 = torch.tensor([1.0, -1.0, 0.5, 0.0]).repeat(n, 1)  # (n, 4)
     for t in (0, 100, 500, 999):
-        looped = du.q_sample_iterative(schedule, x0, t, generator=g)
+        looped = forward_loop(schedule, x0, t, g)
         direct = du.q_sample(schedule, x0, torch.full((n,), t), generator=g)
         ab = schedule.alphas_cumprod[t]
         for x in (looped, direct):
@@ -192,13 +201,11 @@ def test_forward_process_rejects_bad_inputs(schedule):
         du.q_sample(schedule, torch.zeros(2, 4, dtype=torch.long), torch.tensor([0, 0]))
     with pytest.raises(ValueError, match="noise"):
         du.q_sample(schedule, torch.zeros(2, 4), torch.tensor([0, 0]), noise=torch.zeros(2, 5))
-    with pytest.raises(ValueError, match="t must lie"):
-        du.q_sample_iterative(schedule, torch.zeros(2, 4), T)
     with pytest.raises(ValueError, match="eps"):
         du.predict_x0_from_eps(schedule, torch.zeros(2, 4), torch.tensor([0, 0]), torch.zeros(2, 3))
 
 
-# --- loss and training ---------------------------------------------------------------------------
+# --- loss ---------------------------------------------------------------------------
 
 def test_diffusion_loss_is_mse_of_noise(schedule):
     g = torch.Generator().manual_seed(3)
@@ -222,22 +229,6 @@ def test_diffusion_loss_draws_all_timesteps(schedule):
     assert t.min().item() == 0 and t.max().item() == T - 1  # both ends reachable (no off-by-one)
 
 
-def test_training_lowers_loss_and_ema_tracks():
-    from models import MLPDenoiser
-
-    torch.manual_seed(0)
-    schedule = du.DiffusionSchedule(num_timesteps=50)
-    pattern = torch.tensor([-1.0, 1.0]).repeat(8).view(1, 1, 4, 4)  # one "digit", learnable
-    data = pattern + 0.05 * torch.randn(256, 1, 4, 4)
-    model = MLPDenoiser(image_size=4, hidden=64, depth=2, time_dim=16, num_timesteps=50)
-    result = du.train_ddpm(model, schedule, data, num_steps=300, batch_size=32, lr=3e-3,
-                           ema_decay=0.99, progress=False)
-    first, last = sum(result.losses[:30]) / 30, sum(result.losses[-30:]) / 30
-    assert last < 0.6 * first, (first, last)
-    assert len(result.losses) == 300 and result.steps == 300
-    assert not torch.equal(result.ema_model.out.weight, model.out.weight)
-
-
 class _IgnoreT(nn.Module):
     def __init__(self, model):
         super().__init__()
@@ -245,46 +236,6 @@ class _IgnoreT(nn.Module):
 
     def forward(self, x, t):
         return self.model(x)
-
-
-def test_training_stops_on_nan():
-    schedule = du.DiffusionSchedule(num_timesteps=10)
-    data = torch.zeros(16, 1, 2, 2)
-    data[0, 0, 0, 0] = float("nan")
-    with pytest.raises(FloatingPointError, match="loss became nan"):
-        du.train_ddpm(ZeroModel(), schedule, data, num_steps=50, batch_size=16, progress=False)
-
-
-def test_training_resumes_from_state(tmp_path):
-    schedule = du.DiffusionSchedule(num_timesteps=10)
-    data = torch.rand(64, 1, 2, 2)
-    resume = tmp_path / "state.pt"
-    first = du.train_ddpm(ZeroModel(), schedule, data, num_steps=5, batch_size=8, resume_path=resume,
-                          progress=False)
-    assert resume.is_file() and first.steps == 5
-    # same config but more steps is another config: refused with a clear message
-    with pytest.raises(ValueError, match="num_steps"):
-        du.train_ddpm(ZeroModel(), schedule, data, num_steps=9, batch_size=8, resume_path=resume,
-                      progress=False)
-    state = torch.load(resume, weights_only=False)
-    state["step"], state["losses"] = 3, state["losses"][:3]  # as if interrupted at step 3
-    torch.save(state, resume)
-    again = du.train_ddpm(ZeroModel(), schedule, data, num_steps=5, batch_size=8, resume_path=resume,
-                          progress=False)
-    assert again.resumed_from == 3 and again.steps == 5 and len(again.losses) == 5
-
-
-def test_training_rejects_bad_arguments():
-    schedule = du.DiffusionSchedule(num_timesteps=10)
-    data = torch.rand(8, 1, 2, 2)
-    with pytest.raises(ValueError, match="num_steps"):
-        du.train_ddpm(ZeroModel(), schedule, data, num_steps=0, progress=False)
-    with pytest.raises(ValueError, match="batch_size"):
-        du.train_ddpm(ZeroModel(), schedule, data, num_steps=1, batch_size=9, progress=False)
-    with pytest.raises(ValueError, match="lr"):
-        du.train_ddpm(ZeroModel(), schedule, data, num_steps=1, batch_size=4, lr=0, progress=False)
-    with pytest.raises(ValueError, match="decay"):
-        du.EMA(ZeroModel(), decay=1.0)
 
 
 # --- samplers ------------------------------------------------------------------------------------
@@ -370,114 +321,89 @@ def test_trajectory_frames_and_labels(schedule):
 def test_sampler_rejects_bad_inputs(schedule):
     with pytest.raises(ValueError, match="x_T"):
         du.p_sample_loop(ZeroModel(), schedule, (2, 1, 4, 4), x_T=torch.zeros(1, 1, 4, 4), progress=False)
-    with pytest.raises(ValueError, match="eta"):
-        du.ddim_sample(ZeroModel(), schedule, (2, 1, 4, 4), eta=-1, progress=False)
-    with pytest.raises(ValueError, match="t must lie"):
+    with pytest.raises(ValueError, match="t must be"):
         du.p_sample(ZeroModel(), schedule, torch.zeros(1, 1, 4, 4), T)
+    with pytest.raises(TypeError, match="t must be an int"):
+        du.p_sample(ZeroModel(), schedule, torch.zeros(1, 1, 4, 4), 5.0)
+    with pytest.raises(ValueError, match="trajectory_stride"):
+        du.p_sample_loop(ZeroModel(), schedule, (1, 1, 4, 4), return_trajectory=True, trajectory_stride=0,
+                         progress=False)
 
 
-# --- checkpoints ---------------------------------------------------------------------------------
-
-def test_checkpoint_round_trip_and_mismatch(tmp_path):
-    model = nn.Linear(3, 2)
-    path = du.save_checkpoint(tmp_path / "m.pt", model, {"hidden": 3}, steps=7, final_loss=0.5)
-    other = nn.Linear(3, 2)
-    payload = du.load_checkpoint(path, other, {"hidden": 3})
-    assert torch.equal(other.weight, model.weight) and payload["steps"] == 7
-    assert set(payload["versions"]) >= {"torch", "torchvision", "python"}
-    with pytest.raises(ValueError, match="hidden: stored 3 vs wanted 4"):
-        du.load_checkpoint(path, other, {"hidden": 4})
-    with pytest.raises(FileNotFoundError):
-        du.load_checkpoint(tmp_path / "missing.pt")
-    with pytest.raises(TypeError, match="config"):
-        du.save_checkpoint(tmp_path / "x.pt", model, config=[1])
+@pytest.mark.parametrize("eta", [-1, float("nan"), float("inf"), 1.5])
+def test_ddim_rejects_eta_outside_0_1(schedule, eta):
+    with pytest.raises(ValueError, match="eta must be a finite number in \\[0, 1\\]"):
+        du.ddim_sample(ZeroModel(), schedule, (2, 1, 4, 4), eta=eta, progress=False)
 
 
-def test_interrupted_save_keeps_old_file(tmp_path, monkeypatch):
-    path = tmp_path / "m.pt"
-    du.save_checkpoint(path, nn.Linear(3, 2), {"v": 1})
-    before = path.read_bytes()
-
-    def broken_save(obj, f, *args, **kwargs):  # f may be a path or a file-like object
-        if hasattr(f, "write"):
-            f.write(b"half a file")
-        else:
-            with open(f, "wb") as handle:
-                handle.write(b"half a file")
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(torch, "save", broken_save)
-    with pytest.raises(KeyboardInterrupt):
-        du.save_checkpoint(path, nn.Linear(3, 2), {"v": 2})
-    assert path.read_bytes() == before
-    assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]  # no temp file left behind
+def test_ddim_eta1_step_is_the_ddpm_posterior_step():
+    """DDIM (Eq. 12) with consecutive steps and eta = 1 samples from the posterior of Eq. 7 at the
+    predicted x0: mean mu_tilde(x0_pred, x_t) and variance beta_tilde, drawn with the same z."""
+    schedule = du.DiffusionSchedule(torch.tensor([0.5, 0.99], dtype=torch.float64))  # T = 2, alphabar_T = 0.005
+    model = _IgnoreT(nn.Tanh())  # eps_theta(x, t) = tanh(x)
+    x_T = torch.randn(3, 1, 4, 4, generator=torch.Generator().manual_seed(11))
+    _, frames, labels = du.ddim_sample(model, schedule, x_T.shape, x_T=x_T, num_steps=2, eta=1.0,
+                                       return_trajectory=True, progress=False,
+                                       generator=torch.Generator().manual_seed(12))
+    t = torch.full((3,), 1)
+    x0_pred = du.predict_x0_from_eps(schedule, x_T, t, torch.tanh(x_T))
+    mean, variance = du.q_posterior_mean_variance(schedule, x0_pred, x_T, t)
+    z = torch.randn(x_T.shape, generator=torch.Generator().manual_seed(12))
+    assert labels[:2] == [2, 1]
+    assert torch.allclose(frames[1], mean + variance.sqrt() * z, atol=1e-5)
 
 
-def test_config_tag_is_stable_and_sensitive():
-    assert du.config_tag({"a": 1, "b": 2}) == du.config_tag({"b": 2, "a": 1})
-    assert du.config_tag({"a": 1}) != du.config_tag({"a": 2})
+class _WrongShape(nn.Module):
+    def forward(self, x, t):
+        return x[:, :, :1, :1]  # (B, 1, 1, 1): would broadcast against x_t
 
 
-# --- helpers -------------------------------------------------------------------------------------
-
-def test_seed_everything_and_device():
-    g = du.seed_everything(3)
-    a = torch.randn(3, generator=g)
-    du.seed_everything(3)
-    assert torch.equal(torch.randn(3), a)
-    assert du.get_device().type in {"cpu", "cuda", "mps"}
-    with pytest.raises(TypeError, match="seed"):
-        du.seed_everything(1.5)
+def test_samplers_reject_a_wrongly_shaped_model_output(schedule):
+    for sample in (lambda: du.p_sample_loop(_WrongShape(), schedule, (2, 1, 4, 4), progress=False),
+                   lambda: du.ddim_sample(_WrongShape(), schedule, (2, 1, 4, 4), num_steps=5, progress=False)):
+        with pytest.raises(ValueError, match="the model returned shape \\(2, 1, 1, 1\\)"):
+            sample()
 
 
-def test_quick_mode_reads_environment(monkeypatch):
-    monkeypatch.setenv("DDPM_QUICK", "1")
-    assert du.is_quick_mode()
-    monkeypatch.setenv("DDPM_QUICK", "0")
-    assert not du.is_quick_mode()
+def test_interrupted_sampling_restores_the_training_mode(schedule):
+    class Interrupt(ZeroModel):
+        def forward(self, x, t):
+            if int(t[0]) == T - 3:
+                raise KeyboardInterrupt
+            return super().forward(x, t)
+
+    model = Interrupt().train()
+    for sample in (du.p_sample_loop, du.ddim_sample):
+        with pytest.raises(KeyboardInterrupt):
+            sample(model, schedule, (1, 1, 4, 4), progress=False, **({"num_steps": T} if sample is du.ddim_sample else {}))
+        assert model.training
 
 
-def test_plot_helpers_write_and_return(tmp_path):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    images = torch.rand(16, 1, 28, 28) * 2 - 1
-    ax = du.show_images(images, nrow=4, title="grid")
-    assert ax.get_title() == "grid"
-    fig = du.show_forward_strip([images[:3], images[3:6]], [0, 500, 999], row_names=["a", "b"])
-    assert len(fig.axes) == 6
-    plt.close("all")
-    gif = du.save_denoising_gif(torch.stack([images, images]), [1000, 0], tmp_path / "a.gif", hold_last=1)
-    assert gif.read_bytes()[:6] == b"GIF89a"
-    with pytest.raises(ValueError, match="frames"):
-        du.save_denoising_gif(images, [0], tmp_path / "b.gif")
+@pytest.mark.parametrize("num_timesteps, alphabar", [(10, 0.90), (50, 0.60)])
+def test_schedule_that_never_reaches_noise_warns(num_timesteps, alphabar):
+    with pytest.warns(UserWarning, match=f"alphabar_T = {alphabar:.2f}"):
+        du.DiffusionSchedule(num_timesteps=num_timesteps)
 
 
-def test_load_or_train_uses_shipped_then_trains_and_caches(tmp_path, capsys):
-    from models import build_model
+def test_paper_and_cosine_schedules_do_not_warn():
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        du.DiffusionSchedule()
+        du.DiffusionSchedule(schedule="cosine")
 
-    config = {"model": "mlp", "model_kwargs": {"image_size": 4, "hidden": 16, "depth": 1, "time_dim": 8,
-                                               "num_timesteps": 20},
-              "schedule": "linear", "num_timesteps": 20, "num_steps": 60, "batch_size": 8, "lr": 1e-3,
-              "grad_clip": 1.0, "ema_decay": 0.9, "seed": 0}
-    data = torch.rand(32, 1, 4, 4) * 2 - 1
-    shipped = tmp_path / "mlp_default.pt"
-    model, payload = du.train_from_config(config, build_model, data, shipped, progress=False)
-    assert payload["steps"] == 60 and shipped.is_file()
-    assert not list(tmp_path.glob(".*resume*"))  # the resume file is removed once done
-    shipped_bytes = shipped.read_bytes()
-    # same config: the shipped file is loaded, nothing is trained
-    loaded, _ = du.load_or_train(config, build_model, data, shipped, cache_dir=tmp_path / "cache", progress=False)
-    assert "loaded" in capsys.readouterr().out and torch.equal(loaded.out.weight, model.out.weight)
-    # edited config: trains, caches under a config-derived name, leaves the shipped file alone
-    edited = dict(config, lr=2e-3)
-    du.load_or_train(edited, build_model, data, shipped, cache_dir=tmp_path / "cache", progress=False)
-    out = capsys.readouterr().out
-    assert "lr: stored 0.001 vs wanted 0.002" in out and "training 60 steps" in out
-    cached = tmp_path / "cache" / f"mlp_{du.config_tag(edited)}.pt"
-    assert cached.is_file() and shipped.read_bytes() == shipped_bytes
-    du.load_or_train(edited, build_model, data, shipped, cache_dir=tmp_path / "cache", progress=False)
-    assert "loaded" in capsys.readouterr().out
-    with pytest.raises(ValueError, match="missing"):
-        du.load_or_train({"model": "mlp"}, build_model, data, shipped)
+
+@pytest.mark.parametrize("s", [float("nan"), float("inf"), -0.1])
+def test_cosine_schedule_rejects_bad_offset(s):
+    with pytest.raises(ValueError, match="s must be a finite number"):
+        du.cosine_beta_schedule(100, s=s)
+
+
+@pytest.mark.parametrize("scale, hint", [(255.0, "x / 127.5 - 1"), (1.0, "x \\* 2 - 1")])
+def test_image_range_check_names_the_fix(scale, hint):
+    images = torch.rand(4, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * scale
+    with pytest.raises(ValueError, match=hint):
+        du.check_image_range(images, "training data")
+    du.check_image_range(images / scale * 2 - 1)  # correctly scaled data passes
+
+

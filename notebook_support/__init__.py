@@ -1,0 +1,17 @@
+"""Support code for the MNIST diffusion notebooks: what they use but do not teach.
+
+One module per concern; notebooks import from the module, so a reader sees where each thing
+comes from:
+
+    environment   project paths, device choice, seeding, quick mode
+    files         atomic writes, safe loading that names the file, leftover temp files
+    data          verified MNIST with an offline mirror
+    checkpoints   config validation, architecture fingerprints, checkpoint files
+    training      the resumable, config-keyed training runner (load_or_train)
+    evaluation    the MNIST classifier, classifier-feature FID and KID, class coverage
+    plots         image grids, denoising strips and GIFs
+    export        writes the notebooks' `#| export` cells to the `lessons` package
+
+What the notebooks *teach* (the MLP, the training loop, the U-Net) is written in the notebooks
+and exported to `lessons/`; the schedule, forward process and samplers are `diffusion_utils`.
+"""

@@ -1,0 +1,87 @@
+"""Pictures of digits: image grids, denoising strips, and denoising GIFs (matplotlib + Pillow)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+
+def _to_display(images: torch.Tensor) -> torch.Tensor:
+    """(N, 1, H, W) in [-1, 1] -> (N, 1, H, W) in [0, 1] on the CPU."""
+    return images.detach().float().cpu().clamp(-1, 1).add(1).div(2)
+
+
+def show_images(images: torch.Tensor, nrow: int = 8, title: str | None = None,
+                ax=None, figsize: float = 5.0):
+    """Show a batch (N, 1, H, W) in [-1, 1] as one grayscale grid; returns the axis."""
+    import matplotlib.pyplot as plt
+    from torchvision.utils import make_grid
+
+    grid = make_grid(_to_display(images), nrow=nrow, padding=2, pad_value=1.0)  # (3, H', W')
+    if ax is None:
+        _, ax = plt.subplots(figsize=(figsize, figsize * grid.shape[1] / grid.shape[2]))
+    ax.imshow(grid[0].numpy(), cmap="gray", vmin=0, vmax=1)
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def show_forward_strip(images: Sequence[torch.Tensor], labels: Sequence, title: str | None = None,
+                       row_names: Sequence[str] | None = None):
+    """One row per entry of `images` (each (K, 1, H, W)): a strip of K frames titled by `labels`."""
+    import matplotlib.pyplot as plt
+
+    rows = len(images)
+    cols = images[0].shape[0]
+    fig, axes = plt.subplots(rows, cols, figsize=(1.5 * cols, 1.9 * rows + 0.5), squeeze=False)
+    for r, strip in enumerate(images):
+        strip = _to_display(strip)
+        for c in range(cols):
+            axes[r, c].imshow(strip[c, 0].numpy(), cmap="gray", vmin=0, vmax=1)
+            axes[r, c].set_xticks([]), axes[r, c].set_yticks([])
+            axes[r, c].set_title(f"t = {labels[c]}", fontsize=9)
+        if row_names:
+            axes[r, 0].set_ylabel(row_names[r], fontsize=9)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def save_denoising_gif(frames: torch.Tensor, labels: Sequence, path: str | Path,
+                       nrow: int = 4, fps: int = 10, hold_last: int = 10, dpi: int = 72) -> Path:
+    """Write a GIF of frames (K, N, 1, H, W) in [-1, 1] (one grid per frame) with matplotlib's
+    Pillow writer; the last frame is held for `hold_last` extra frames. Returns the path."""
+    import matplotlib.pyplot as plt
+    from matplotlib.animation import FuncAnimation, PillowWriter
+    from torchvision.utils import make_grid
+
+    if frames.ndim != 5:
+        raise ValueError(f"frames must have shape (K, N, C, H, W), got {tuple(frames.shape)}")
+    grids = [make_grid(_to_display(f), nrow=nrow, padding=2, pad_value=1.0)[0].numpy() for f in frames]
+    order = list(range(len(grids))) + [len(grids) - 1] * hold_last
+    fig, ax = plt.subplots(figsize=(3, 3.3))
+    ax.set_axis_off()
+    image = ax.imshow(grids[0], cmap="gray", vmin=0, vmax=1)
+    title = ax.set_title(f"t = {labels[0]}")
+
+    def draw(i):
+        image.set_data(grids[order[i]])
+        title.set_text(f"t = {labels[order[i]]}")
+        return image, title
+
+    animation = FuncAnimation(fig, draw, frames=len(order), blit=False)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.gif")  # same name every run: a killed run's leftover is reused
+    try:
+        animation.save(tmp, writer=PillowWriter(fps=fps), dpi=dpi)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    plt.close(fig)
+    return path
