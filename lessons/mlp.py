@@ -18,22 +18,30 @@ import diffusion_utils as du
 
 
 class PlainMLP(nn.Module):
-    """The plainest noise predictor: 784 pixels and t/T in, Linear-ReLU layers, 784 numbers out."""
+    """The plainest noise predictor: the 784 pixels and the time side by side, Linear-ReLU layers,
+    784 numbers out. t enters as one number t/T ("scalar") or, from section 4 on, as its
+    sinusoidal embedding ("sinusoidal")."""
 
-    def __init__(self, hidden: int = 512, depth: int = 2, num_timesteps: int = 1000):
+    def __init__(self, hidden: int = 512, depth: int = 2, time_embedding: str = "scalar", time_dim: int = 128,
+                 num_timesteps: int = 1000):
         super().__init__()
         if hidden < 1 or depth < 1:
             raise ValueError(f"hidden and depth must be >= 1, got hidden={hidden}, depth={depth}")
-        self.num_timesteps = num_timesteps
-        layers, width = [], 28 * 28 + 1                  # the pixels and the time, side by side
+        if time_embedding not in ("scalar", "sinusoidal"):
+            raise ValueError(f"time_embedding must be 'scalar' or 'sinusoidal', got {time_embedding!r}")
+        self.time_embedding, self.time_dim, self.num_timesteps = time_embedding, time_dim, num_timesteps
+        layers, width = [], 28 * 28 + (1 if time_embedding == "scalar" else time_dim)   # pixels and time
         for _ in range(depth):
             layers += [nn.Linear(width, hidden), nn.ReLU()]
             width = hidden
         self.net = nn.Sequential(*layers, nn.Linear(width, 28 * 28))
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        time = t.float()[:, None] / self.num_timesteps                  # (B, 1): t as one number in [0, 1)
-        return self.net(torch.cat([x.flatten(1), time], dim=1)).view_as(x)   # (B, 785) -> (B, 1, 28, 28)
+        if self.time_embedding == "scalar":
+            time = t.float()[:, None] / self.num_timesteps                # (B, 1): t as one number in [0, 1)
+        else:
+            time = sinusoidal_embedding(t, self.time_dim)                 # (B, time_dim)
+        return self.net(torch.cat([x.flatten(1), time], dim=1)).view_as(x)   # (B, 784 + time) -> (B, 1, 28, 28)
 
 
 class EMA:
@@ -135,28 +143,31 @@ class MLPDenoiser(nn.Module):
     2. each block is h <- h + Linear(SiLU(LayerNorm(h) + time)), so depth does not hurt training;
     3. out = mlp(x_t, t) + gain(t) * x_t: at large t the noise is almost x_t itself, 784 independent
        numbers that a 512-wide layer cannot carry through; one learned gain per t passes them on.
-    time_mode="none" makes the network blind to t (the ablation of section 7): the gain is then
-    one learned constant.
+    noise_path="constant" uses one learned gain for every t, "none" drops the path (section 4);
+    time_mode="none" makes the network blind to t (section 8), which needs a constant gain or none.
     """
 
     def __init__(self, image_size: int = 28, hidden: int = 512, depth: int = 3, time_dim: int = 128,
-                 time_mode: str = "sinusoidal"):
+                 time_mode: str = "sinusoidal", noise_path: str = "per_t"):
         super().__init__()
         if time_mode not in ("sinusoidal", "none"):
             raise ValueError(f"time_mode must be 'sinusoidal' or 'none', got {time_mode!r}")
+        if noise_path not in ("per_t", "constant", "none") or (noise_path, time_mode) == ("per_t", "none"):
+            raise ValueError(f"noise_path must be 'per_t', 'constant' or 'none' ('per_t' needs t), got {noise_path!r}")
         problems = [f"{name}={value}" for name, value in (("image_size", image_size), ("hidden", hidden),
                                                           ("depth", depth)) if value < 1]
         if time_dim < 2 or time_dim % 2:
             problems.append(f"time_dim={time_dim} (must be even)")
         if problems:
             raise ValueError("MLPDenoiser needs positive sizes, got " + ", ".join(problems))
-        self.time_mode, self.time_dim = time_mode, time_dim
+        self.time_mode, self.time_dim, self.noise_path = time_mode, time_dim, noise_path
         pixels = image_size * image_size
         if time_mode == "sinusoidal":
             self.time_mlp = nn.Sequential(nn.Linear(time_dim, time_dim), nn.SiLU(), nn.Linear(time_dim, time_dim))
             self.time_proj = nn.ModuleList(nn.Linear(time_dim, hidden) for _ in range(depth))
+        if noise_path == "per_t":
             self.input_gain = nn.Linear(time_dim, 1)                      # gain(t)
-        else:
+        elif noise_path == "constant":
             self.input_gain = nn.Parameter(torch.zeros(1))                # one gain for every t
         self.inp = nn.Linear(pixels, hidden)
         self.blocks = nn.ModuleList(nn.Linear(hidden, hidden) for _ in range(depth))
@@ -173,6 +184,8 @@ class MLPDenoiser(nn.Module):
             if self.time_mode == "sinusoidal":
                 update = update + self.time_proj[i](temb)                 # (B, hidden): time enters every block
             h = h + linear(F.silu(update))                                # (B, hidden)
-        gain = self.input_gain(temb) if self.time_mode == "sinusoidal" else self.input_gain.expand(batch, 1)
         out = self.out(F.silu(h)).reshape(x.shape)                        # (B, 1, 28, 28)
-        return out + gain.view(batch, 1, 1, 1) * x                        # (B, 1, 28, 28)
+        if self.noise_path == "none":
+            return out
+        gain = self.input_gain(temb) if self.noise_path == "per_t" else self.input_gain   # (B, 1) or (1,)
+        return out + gain.view(-1, 1, 1, 1) * x                           # (B, 1, 28, 28)
