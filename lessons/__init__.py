@@ -1,7 +1,7 @@
 """Code the notebooks write and teach, exported from their `#| export` cells (never edited here).
 
-    lessons.mlp    from 2_custom_mlp.ipynb: sinusoidal_embedding, MLPDenoiser, EMA, train_step, train
-    lessons.unet   from 3_unet.ipynb: TimeMLP, ResBlock, SelfAttention, Downsample, Upsample, UNet, ddim_step
+    lessons.mlp    from 2_custom_mlp.ipynb: PlainMLP, sinusoidal_embedding, MLPDenoiser, EMA, train_step, train
+    lessons.unet   from 3_unet.ipynb: TimeMLP, ResBlock, SelfAttention, Downsample, Upsample, UNet
 
 Regenerate with `python -m notebook_support.export`; tests/test_lessons.py fails on drift.
 """

@@ -138,7 +138,6 @@ def train_from_config(config: dict, model_class: type, train_fn: Callable, data:
     loss curve (means of 50 steps), time and hardware to `path`. Resumable from a hidden file
     beside `path`. Returns (EMA model in eval mode, checkpoint payload)."""
     config = validate_config(config, model_class, train_fn)
-    du.check_image_range(data, "training data")
     path = Path(path)
     check_writable(path.parent)  # fail now, not after hours of training
     device = torch.device(device) if device is not None else get_device()
