@@ -37,10 +37,13 @@ def data_fingerprint(data: torch.Tensor) -> dict:
     """Shape, dtype, a hash of every 97th item and the sums of all values and their squares: cheap,
     yet different for other data."""
     sample = data[::97].detach().to("cpu", torch.float32).contiguous()
-    whole = data.detach().double()  # sums over every item catch changes the stride misses
+    total = square_total = 0.0  # sums over every item catch changes the stride misses
+    for chunk in data.detach().split(4096):  # in float64, a chunk at a time: no full-size copy
+        chunk = chunk.double()
+        total, square_total = total + chunk.sum().item(), square_total + chunk.pow(2).sum().item()
     return {"shape": list(data.shape), "dtype": str(data.dtype),
             "sha256": hashlib.sha256(sample.numpy().tobytes()).hexdigest()[:16],
-            "sums": [round(whole.sum().item(), 6), round(whole.pow(2).sum().item(), 6)]}
+            "sums": [round(total, 6), round(square_total, 6)]}
 
 
 def hardware_name(device: torch.device) -> str:
