@@ -23,6 +23,7 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 def _randn(shape, generator: torch.Generator | None, device, dtype=torch.float32) -> torch.Tensor:
     """Standard normal noise drawn with `generator` (which may live on another device)."""
@@ -239,12 +240,15 @@ def q_posterior_mean_variance(schedule: DiffusionSchedule, x0: torch.Tensor, x_t
 
 def diffusion_loss(model: nn.Module, schedule: DiffusionSchedule, x0: torch.Tensor,
                    t: torch.Tensor | None = None, noise: torch.Tensor | None = None,
-                   generator: torch.Generator | None = None) -> torch.Tensor:
+                   generator: torch.Generator | None = None, min_snr_gamma: float | None = None) -> torch.Tensor:
     """Algorithm 1 / Eq. 14: || eps - eps_theta(sqrt(ab_t) x_0 + sqrt(1-ab_t) eps, t) ||^2.
 
     t is drawn uniformly from all of 0..T-1 when not given (Algorithm 1 line 3); the mean over
-    pixels and batch is plain MSE, the paper's L_simple.
+    pixels and batch is plain MSE, the paper's L_simple. With `min_snr_gamma` each image's MSE is
+    weighted by min(SNR(t), gamma) / SNR(t) (Hang et al. 2023), which damps the easy low-noise t.
     """
+    if min_snr_gamma is not None and not (isinstance(min_snr_gamma, (int, float)) and min_snr_gamma > 0):
+        raise ValueError(f"min_snr_gamma must be a positive number or None, got {min_snr_gamma!r}")
     _check_x(x0)
     if t is None:  # Algorithm 1 line 3: t ~ Uniform({1, ..., T})
         gen_device = generator.device if generator is not None else x0.device
@@ -255,7 +259,11 @@ def diffusion_loss(model: nn.Module, schedule: DiffusionSchedule, x0: torch.Tens
     x_t = q_sample(schedule, x0, t, noise)  # (B, 1, 28, 28)
     eps_pred = model(x_t, t)  # (B, 1, 28, 28)
     _check_model_output(eps_pred, noise)
-    return F.mse_loss(eps_pred, noise)  # Algorithm 1 line 5
+    if min_snr_gamma is None:
+        return F.mse_loss(eps_pred.float(), noise)  # Algorithm 1 line 5 (float32 also under autocast)
+    snr = schedule.alphas_cumprod[t] / (1 - schedule.alphas_cumprod[t])  # (B,) SNR(t) = ab_t / (1 - ab_t)
+    per_image = (eps_pred.float() - noise).pow(2).flatten(1).mean(1)  # (B,)
+    return (snr.clamp(max=min_snr_gamma) / snr * per_image).mean()
 
 
 def _check_model_output(eps: torch.Tensor, x: torch.Tensor) -> None:
@@ -266,7 +274,7 @@ def _check_model_output(eps: torch.Tensor, x: torch.Tensor) -> None:
 # --- 4. Sampling: Algorithm 2 (DDPM) and DDIM ------------------------------------------------
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def p_sample(model: nn.Module, schedule: DiffusionSchedule, x_t: torch.Tensor, t: int,
              clip_x0: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
     """One reverse step x_t -> x_{t-1} of Algorithm 2 with sigma_t^2 = beta_t.
@@ -303,7 +311,7 @@ def _start(shape, x_T, generator, device) -> torch.Tensor:
     return x_T.to(device)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def p_sample_loop(model: nn.Module, schedule: DiffusionSchedule, shape: Sequence[int], *,
                   clip_x0: bool = False, generator: torch.Generator | None = None,
                   device: torch.device | str | None = None, x_T: torch.Tensor | None = None,
@@ -315,8 +323,6 @@ def p_sample_loop(model: nn.Module, schedule: DiffusionSchedule, shape: Sequence
     every multiple of `trajectory_stride`, down to 0 (the samples). The model's train/eval mode
     is restored afterwards, also when sampling is interrupted.
     """
-    from tqdm.auto import tqdm
-
     _check_int(trajectory_stride, "trajectory_stride", 1)
     device = torch.device(device) if device is not None else schedule.device
     x = _start(shape, x_T, generator, device)
@@ -344,7 +350,7 @@ def ddim_timesteps(num_timesteps: int, num_steps: int) -> list[int]:
     return torch.linspace(num_timesteps - 1, 0, num_steps).round().long().tolist()
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def ddim_sample(model: nn.Module, schedule: DiffusionSchedule, shape: Sequence[int], *,
                 num_steps: int = 50, eta: float = 0.0, clip_x0: bool = False,
                 generator: torch.Generator | None = None, device: torch.device | str | None = None,
@@ -359,8 +365,6 @@ def ddim_sample(model: nn.Module, schedule: DiffusionSchedule, shape: Sequence[i
     the clipped x0_pred is used and eps recomputed from it, so both terms stay consistent.
     Returns samples, or (samples, frames, labels) like `p_sample_loop` (labels are paper t).
     """
-    from tqdm.auto import tqdm
-
     if not (isinstance(eta, (int, float)) and math.isfinite(eta) and 0 <= eta <= 1):
         raise ValueError(f"eta must be a finite number in [0, 1], got {eta!r}")
     device = torch.device(device) if device is not None else schedule.device

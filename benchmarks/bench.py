@@ -32,7 +32,7 @@ from notebook_support.environment import PROJECT_ROOT, get_device  # noqa: E402
 from notebook_support.export import notebook_config  # noqa: E402
 
 # the notebooks' own classes and configs (read from their config cells)
-MODELS = {"mlp": (MLPDenoiser, "2_custom_mlp.ipynb"), "unet": (UNet, "3_unet.ipynb")}
+MODELS = {"mlp": (MLPDenoiser, "2_custom_mlp.ipynb", "CONFIG"), "unet": (UNet, "3_unet.ipynb", "DEFAULT_CONFIG")}
 
 VARIANTS = ("eager", "channels_last", "bf16_autocast", "compile")
 
@@ -125,8 +125,8 @@ def main() -> None:
           "| DDIM-50 img/s (batch 64) | speed-up train / sample |")
     print("|---|---|---|---|---|---|---|")
     for name in args.models:
-        model_class, notebook = MODELS[name]
-        config = notebook_config(PROJECT_ROOT / notebook)
+        model_class, notebook, config_name = MODELS[name]
+        config = notebook_config(PROJECT_ROOT / notebook, config_name)
         params = sum(p.numel() for p in model_class(**config["model_kwargs"]).parameters())
         base = None
         for variant in args.variants:

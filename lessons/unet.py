@@ -158,7 +158,11 @@ class UNet(nn.Module):
         return h
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        temb = self.time_embed(t)                                    # (B, 4 * base)
+        return self.denoise(x, self.time_embed(t))                   # the embedding of t: (B, 4 * base)
+
+    def denoise(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        """The network given the embedding of what it is conditioned on: t here; t plus the class
+        in notebook 4, which adds a class embedding to temb and reuses this method as it is."""
         h = self.conv_in(x)                                          # (B, base, 28, 28)
         skips = [h]
         for layers in self.down:

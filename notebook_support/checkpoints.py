@@ -26,7 +26,7 @@ BASE_KEYS = {"model": "a name for the model, used in cache file names, e.g. 'une
              "schedule": "'linear' or 'cosine'",
              "num_timesteps": "T, an int >= 2"}
 # Arguments of a training function that the runner supplies itself, never the config.
-RUNNER_ARGS = ("model", "schedule", "data", "progress", "resume")
+RUNNER_ARGS = ("model", "schedule", "data", "labels", "progress", "resume")  # filled by the runner or the notebook, not the config
 
 
 # ---------------------------------------------------------------------------------------------
@@ -66,7 +66,26 @@ TRAIN_KEY_CHECKS = {
     "grad_clip": lambda v: _number_problem("grad_clip", v, 0, low_open=True),
     "ema_decay": lambda v: _number_problem("ema_decay", v, 0, 1, high_open=True),
     "seed": lambda v: _number_problem("seed", v, 0, integer=True),
+    "warmup_steps": lambda v: _number_problem("warmup_steps", v, 0, integer=True),
+    "lr_decay": lambda v: None if v in ("none", "cosine") else f"lr_decay must be 'none' or 'cosine', got {v!r}",
+    "min_snr_gamma": lambda v: None if v is None else _number_problem("min_snr_gamma", v, 0, low_open=True),
+    "bf16": lambda v: None if isinstance(v, bool) else f"bf16 must be true or false, got {v!r}",
+    "label_dropout": lambda v: _number_problem("label_dropout", v, 0, 1),
 }
+
+
+def _accepted_kwargs(model_class: type) -> list[str]:
+    """The keyword arguments model_class(...) accepts, following **kwargs into the base classes'
+    __init__ (ConditionalUNet(num_classes, **unet_kwargs) accepts UNet's arguments too)."""
+    names: list[str] = []
+    for cls in model_class.__mro__:
+        if "__init__" not in vars(cls):
+            continue
+        params = list(inspect.signature(cls.__init__).parameters.values())[1:]   # without self
+        names += [p.name for p in params if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and p.name not in names]
+        if not any(p.kind == p.VAR_KEYWORD for p in params):
+            break
+    return names
 
 
 def validate_config(config: dict, model_class: type, train_fn) -> dict:
@@ -81,7 +100,7 @@ def validate_config(config: dict, model_class: type, train_fn) -> dict:
                     if p.name not in RUNNER_ARGS and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
     train_keys = {p.name for p in train_params}
     problems = [f"missing key {key!r}: {what}" for key, what in BASE_KEYS.items() if key not in config]
-    problems += [f"missing key {p.name!r} ({train_fn.__name__} has no default for it)"
+    problems += [f"missing key {p.name!r} ({getattr(train_fn, '__name__', 'the training function')} has no default for it)"
                  for p in train_params if p.default is inspect.Parameter.empty and p.name not in config]
     problems += [f"unknown key {key!r}" for key in sorted(set(config) - set(BASE_KEYS) - train_keys)]
     if "model" in config and not (isinstance(config["model"], str) and config["model"].isidentifier()):
@@ -97,7 +116,7 @@ def validate_config(config: dict, model_class: type, train_fn) -> dict:
     if "model_kwargs" in config and not isinstance(kwargs, dict):
         problems.append(f"model_kwargs must be a dict, got {type(kwargs).__name__}")
     elif isinstance(kwargs, dict):
-        accepted = [name for name in inspect.signature(model_class).parameters]
+        accepted = _accepted_kwargs(model_class)
         unknown = sorted(set(kwargs) - set(accepted))
         if unknown:
             problems.append(f"model_kwargs has unknown keys {unknown}; {model_class.__name__} accepts {accepted}")

@@ -24,6 +24,7 @@ EXPORT_TAG = "#| export"
 EXPORTS = {  # notebook -> module under lessons/
     "2_custom_mlp.ipynb": "mlp",
     "3_unet.ipynb": "unet",
+    "4_guidance.ipynb": "guidance",
 }
 
 

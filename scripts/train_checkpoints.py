@@ -1,19 +1,23 @@
-"""Train the shipped checkpoints (classifier, MLP, U-Net) and measure their sample quality.
+"""Train the shipped checkpoints (classifier, MLP, U-Net, notebook 4's conditional U-Net) and
+measure the MLP's and U-Net's sample quality.
 
 Run by hand, not in CI. The denoisers are the notebooks' own: the classes and the training loop
-come from lessons/ (exported from notebooks 2 and 3) and the configs are read from the
+come from lessons/ (exported from notebooks 2, 3 and 4) and the configs are read from the
 notebooks' config cells, so a checkpoint written here is exactly what a notebook loads. On a
 GPU the whole script takes a few tens of minutes; on this project's 2-core CPU the U-Net alone
-would take hours (see the README's timings).
+would take hours (see the README's timings). Notebook 3's laptop preset is trained by
+benchmarks/diffusers_compare.py, in the same run as the model it is compared with.
 
     python scripts/train_checkpoints.py --out checkpoints            # everything
     python scripts/train_checkpoints.py --only classifier --out checkpoints
+    python scripts/train_checkpoints.py --only guidance --out checkpoints   # about 15 min on a 2-core CPU
     python scripts/train_checkpoints.py --quick --out /tmp/ckpt       # tiny smoke run
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -23,6 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import diffusion_utils as du  # noqa: E402
+from lessons.guidance import ConditionalUNet  # noqa: E402
 from lessons.mlp import MLPDenoiser, train  # noqa: E402
 from lessons.unet import UNet  # noqa: E402
 from notebook_support.checkpoints import save_checkpoint  # noqa: E402
@@ -34,16 +39,16 @@ from notebook_support.export import notebook_config  # noqa: E402
 from notebook_support.files import atomic_torch_save, load_torch_file  # noqa: E402
 from notebook_support.training import hardware_name, train_from_config  # noqa: E402
 
-MODELS = {  # name -> (notebook whose CONFIG is trained, model class)
-    "mlp": ("2_custom_mlp.ipynb", MLPDenoiser),
-    "unet": ("3_unet.ipynb", UNet),
+MODELS = {  # name -> (notebook, the name of the config it trains, model class)
+    "mlp": ("2_custom_mlp.ipynb", "CONFIG", MLPDenoiser),
+    "unet": ("3_unet.ipynb", "DEFAULT_CONFIG", UNet),
 }
 FID_SIZES = (32, 256, 1000, 5000)  # the n at which the notebooks and the README compare models
 SAMPLE_CHUNK = 2500  # samples per sampler call (memory); on a CPU use --chunk 128
 
 
 def train_denoiser(name: str, config: dict, data: torch.Tensor, out: Path, log: dict) -> torch.nn.Module:
-    model_class = MODELS[name][1]
+    model_class = MODELS[name][2]
     parameters = sum(p.numel() for p in model_class(**config["model_kwargs"]).parameters())
     print(f"{name}: {parameters:,} parameters, {config['num_steps']} steps", flush=True)
     model, payload = train_from_config(config, model_class, train, data, out / f"{name}_default.pt", progress=False)
@@ -87,12 +92,12 @@ def measure(model, config, classifier, device, name: str, ddim: bool, out: Path,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "checkpoints")
-    parser.add_argument("--only", choices=["classifier", "mlp", "unet", "floors"], action="append")
+    parser.add_argument("--only", choices=["classifier", "mlp", "unet", "floors", "guidance"], action="append")
     parser.add_argument("--quick", action="store_true", help="tiny step counts, for a smoke test")
     parser.add_argument("--chunk", type=int, default=SAMPLE_CHUNK, help="samples per sampler call")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    todo = set(args.only or ["classifier", "mlp", "unet", "floors"])
+    todo = set(args.only or ["classifier", "mlp", "unet", "floors", "guidance"])
     device = get_device()
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -131,10 +136,10 @@ def main() -> None:
                   f"noise FID {floors[f'noise_{n}']['fid']:.1f}", flush=True)
         log["floors"] = floors
 
-    for name, (notebook, _) in MODELS.items():
+    for name, (notebook, config_name, _) in MODELS.items():
         if name not in todo:
             continue
-        config = notebook_config(PROJECT_ROOT / notebook)
+        config = notebook_config(PROJECT_ROOT / notebook, config_name)
         if args.quick:
             config["num_steps"] = 100
         model = train_denoiser(name, config, train_x, args.out, log)
@@ -147,6 +152,18 @@ def main() -> None:
         payload["quality"] = {"measured_on": hardware_name(device), **quality}
         atomic_torch_save(payload, path)
         (args.out / f"results_{name}.json").write_text(json.dumps(log, indent=1, default=str))
+
+    if "guidance" in todo:  # notebook 4's class-conditional U-Net; the notebook measures its samples
+        config = notebook_config(PROJECT_ROOT / "4_guidance.ipynb", "CONFIG")
+        if args.quick:
+            config["num_steps"] = 100
+        train_with_labels = functools.partial(train, labels=train_y)   # as the notebook calls it
+        _, payload = train_from_config(config, ConditionalUNet, train_with_labels, train_x, args.out / "unet_guidance.pt",
+                                       progress=False)
+        log["guidance"] = {"seconds": round(payload["train_seconds"], 1), "steps": payload["steps"],
+                           "final_loss": payload["final_loss"]}
+        print(f"guidance: {payload['steps']} steps in {payload['train_seconds']:.0f} s, "
+              f"final loss {payload['final_loss']:.4f}", flush=True)
 
     (args.out / "results.json").write_text(json.dumps(log, indent=1, default=str))
     print(json.dumps(log, indent=1, default=str))

@@ -11,6 +11,7 @@ import torch
 
 import diffusion_utils as du
 from lessons.mlp import EMA, MLPDenoiser, PlainMLP, train
+from lessons.guidance import ConditionalUNet
 from lessons.unet import UNet
 from notebook_support import export
 from notebook_support.checkpoints import load_checkpoint
@@ -66,12 +67,18 @@ def test_every_lessons_definition_comes_from_a_notebook_cell():
         assert _top_level_definitions(module.read_text(encoding="utf-8")) <= exported, module.name
 
 
-@pytest.mark.parametrize("name, model_class", [("mlp", MLPDenoiser), ("unet", UNet)])
-def test_shipped_checkpoints_load_into_the_notebook_classes(name, model_class):
-    """The stored architecture fingerprint equals the exported classes' (config and code)."""
-    payload = torch.load(ROOT / "checkpoints" / f"{name}_default.pt", weights_only=True)
-    model = model_class(**payload["config"]["model_kwargs"])
-    load_checkpoint(ROOT / "checkpoints" / f"{name}_default.pt", model, payload["config"])
+@pytest.mark.parametrize("file, model_class, notebook, config_name", [
+    ("mlp_default.pt", MLPDenoiser, "2_custom_mlp.ipynb", "CONFIG"),
+    ("unet_default.pt", UNet, "3_unet.ipynb", "DEFAULT_CONFIG"),
+    ("unet_laptop.pt", UNet, "3_unet.ipynb", "LAPTOP_CONFIG"),
+    ("unet_guidance.pt", ConditionalUNet, "4_guidance.ipynb", "CONFIG"),
+])
+def test_shipped_checkpoints_load_into_the_notebook_classes(file, model_class, notebook, config_name):
+    """Each shipped checkpoint was trained with the config its notebook shows, for the code of the
+    exported classes (its architecture fingerprint), so the notebook loads it instead of training."""
+    config = export.notebook_config(ROOT / notebook, config_name)
+    model = model_class(**config["model_kwargs"])
+    load_checkpoint(ROOT / "checkpoints" / file, model, config)
 
 
 def _pattern_data(n: int = 256) -> torch.Tensor:
