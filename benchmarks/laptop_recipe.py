@@ -37,6 +37,7 @@ from notebook_support.environment import PROJECT_ROOT  # noqa: E402
 from notebook_support.evaluation import evaluate_samples, load_classifier  # noqa: E402
 from notebook_support.export import notebook_config  # noqa: E402
 from notebook_support.sampling import sample_in_chunks  # noqa: E402
+from notebook_support.training import train_kwargs  # noqa: E402
 
 SPEED_MODELS = {  # name -> UNet kwargs
     "shipped 32x(1,2,2) 2res attn7": dict(base_channels=32, channel_mults=[1, 2, 2], num_res_blocks=2, attention_resolutions=[7]),
@@ -123,13 +124,13 @@ def trial(args) -> None:
     for item in args.set:
         set_key(config, *item.split("=", 1))
     data = mnist_tensor()[0]                                                # (60000, 1, 28, 28) in [-1, 1]
-    kwargs = {k: v for k, v in config.items() if k not in ("model", "model_kwargs", "schedule", "num_timesteps")}
     if args.steps:                                                          # same model and speed as a trial before
         per_step = args.budget / args.steps
     else:
         per_step = seconds_per_train_step(config["model_kwargs"], config["batch_size"], config.get("bf16", False),
                                           data[:4096])
-    config["num_steps"] = kwargs["num_steps"] = args.steps or max(1, int(args.budget / per_step))
+    config["num_steps"] = args.steps or max(1, int(args.budget / per_step))
+    kwargs = train_kwargs(config)                                          # what train() takes of the config
     validate_config(config, UNet, train)
     schedule = du.DiffusionSchedule(num_timesteps=config["num_timesteps"], schedule=config["schedule"])
     torch.manual_seed(config.get("seed", 0))

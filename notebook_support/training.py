@@ -118,7 +118,8 @@ def _setting(config: dict, train_fn: Callable, name: str, fallback):
     return fallback if param is None or param.default is inspect.Parameter.empty else param.default
 
 
-def _train_kwargs(config: dict) -> dict:
+def train_kwargs(config: dict) -> dict:
+    """The config's keyword arguments for the training function (everything but the model and schedule keys)."""
     return {k: v for k, v in config.items() if k not in ("model", "model_kwargs", "schedule", "num_timesteps")}
 
 
@@ -155,7 +156,7 @@ def train_from_config(config: dict, model_class: type, train_fn: Callable, data:
     resumer = Resumer(resume_path, identity, save_every_s)
     started = time.perf_counter()
     ema_model, losses = train_fn(model.to(device), schedule, data, progress=progress, resume=resumer,
-                                 **_train_kwargs(config))
+                                 **train_kwargs(config))
     seconds = time.perf_counter() - started
     losses_t = torch.as_tensor(losses, dtype=torch.float64)  # (steps,)
     curve = losses_t[: len(losses_t) // 50 * 50].reshape(-1, 50).mean(1)  # (steps // 50,)
