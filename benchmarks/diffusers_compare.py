@@ -1,51 +1,56 @@
-"""Notebook 3's laptop preset against what a user would pick instead: a diffusers `UNet2DModel`
-trained with the recipe of diffusers' own "Train a diffusion model" tutorial, for the same CPU
-time, on the same data, measured by the same evaluator, in one run. Run by hand (issue 12):
+"""Notebook 3's U-Net against diffusers' `UNet2DModel` of the same size, at equal CPU time, on the
+same data, sampled by the same DDIM-50 from the same x_T and measured by the same evaluator.
+Run by hand (issues 12 and 17):
 
     pip install -r benchmarks/requirements.txt           # diffusers; the notebooks do not need it
-    python benchmarks/diffusers_compare.py --out checkpoints 2>&1 | tee benchmarks/results/<date>_cpu_diffusers_compare.txt
+    python benchmarks/diffusers_compare.py train --budget 300    # three models, 300 CPU-seconds each
+    python benchmarks/quality.py evaluate --only diffusers-compare   # FID/KID/precision/recall + floor
 
-1. The laptop preset (LAPTOP_CONFIG of 3_unet.ipynb) is trained with notebook 2's loop through
-   the project's runner and saved as <out>/unet_laptop.pt: the shipped checkpoint is this run.
-2. diffusers: `UNet2DModel` with the same widths (24, 48, 48), one ResBlock per level and
-   attention in the bottleneck (the same parameter count), `DDPMScheduler` with the paper's
-   defaults (T = 1000, linear betas 1e-4..0.02, epsilon), and the tutorial's recipe: AdamW at
-   lr 1e-4, 500 warm-up steps then cosine decay to the end of the budget, batch 16, gradient
-   norm clipped at 1, mixed precision (bfloat16 autocast on a CPU, where float16 is not
-   available), no EMA. It trains for the wall-clock seconds the laptop preset took.
-3. Both draw `--n` digits with DDIM-50 (diffusers: its `DDIMScheduler`) in chunks of 128 and are
-   measured with notebook_support.evaluation (FID and KID against the 10,000 test digits).
-4. Sampling speed of the shipped default U-Net, before (one batch of 256 under no_grad, as
-   notebook 3 drew them) and after (chunks of 128), in float32 and in bfloat16 autocast.
+Three rows, each trained from scratch for `--budget` seconds of this machine:
+1. "ours": notebook 3's UNet with LAPTOP_CONFIG's recipe, trained by notebook 2's `train` loop.
+2. "diffusers, our recipe": diffusers' `UNet2DModel` with the same widths (24, 48, 48), one
+   ResBlock per level and attention in the bottleneck (the same 598,921 parameters), wrapped to
+   predict eps from (x_t, t) and trained by the very same `train` call, with the same recipe
+   (batch 128, lr warm-up and cosine decay, min-SNR-5, EMA, grad-clip, precision). Only the
+   network code differs from row 1.
+3. "diffusers, tutorial recipe": the same `UNet2DModel` trained by the recipe of diffusers' "Train
+   a diffusion model" tutorial (AdamW at lr 1e-4, 500 warm-up steps then cosine decay, batch 16,
+   grad-clip 1, no EMA), labelled as such: it shows what a user following that tutorial gets
+   in this budget, not a property of the network.
+Rows 1 and 2 take as many steps as fit in the budget at their own measured speed (timed after
+warm-up), and the lr schedule spans those steps. Precision: bf16 autocast only with `--bf16`, for
+a CPU with native bf16 (AVX512-BF16 or AMX); elsewhere it is emulated and about 10x slower.
+Each row's 2,000 DDIM-50 digits go to outputs/samples/ in the format of benchmarks/quality.py,
+which measures them.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
-import platform
 import sys
 import time
 from pathlib import Path
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import diffusion_utils as du  # noqa: E402
 from lessons.mlp import train  # noqa: E402
 from lessons.unet import UNet  # noqa: E402
-from notebook_support.checkpoints import load_checkpoint  # noqa: E402
 from notebook_support.data import mnist_tensor  # noqa: E402
-from notebook_support.environment import CHECKPOINT_DIR, PROJECT_ROOT  # noqa: E402
-from notebook_support.evaluation import evaluate_samples, load_classifier  # noqa: E402
+from notebook_support.environment import PROJECT_ROOT  # noqa: E402
 from notebook_support.export import notebook_config  # noqa: E402
 from notebook_support.files import atomic_torch_save, load_torch_file  # noqa: E402
-from notebook_support.sampling import sample_in_chunks  # noqa: E402
-from notebook_support.training import train_from_config  # noqa: E402
+from notebook_support.training import train_kwargs  # noqa: E402
 
-DIFFUSERS_RECIPE = {"lr": 1e-4, "warmup_steps": 500, "batch_size": 16, "grad_clip": 1.0, "precision": "bf16 autocast"}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from quality import SAMPLE_DIR, draw_digits  # noqa: E402
+
+DIFFUSERS_RECIPE = {"lr": 1e-4, "warmup_steps": 500, "batch_size": 16, "grad_clip": 1.0}
+ROWS = ("ours", "diffusers-our-recipe", "diffusers-tutorial-recipe")
+WORK_DIR = PROJECT_ROOT / "outputs" / "diffusers_compare"
 
 
 def diffusers_model():
@@ -55,9 +60,22 @@ def diffusers_model():
                        down_block_types=("DownBlock2D",) * 3, up_block_types=("UpBlock2D",) * 3)
 
 
-def train_diffusers(data: torch.Tensor, budget_s: float, resume_path: Path, seed: int = 0):
+class DiffusersEps(nn.Module):
+    """`UNet2DModel` seen as the project's denoisers are: eps = model(x_t, t), (B, 1, 28, 28)."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = diffusers_model()
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.net(x, t).sample  # (B, 1, 28, 28)
+
+
+def train_diffusers(data: torch.Tensor, budget_s: float, resume_path: Path, seed: int = 0, bf16: bool = False):
     """The tutorial's loop, stopped after `budget_s` seconds of training. Saves its state every
-    2 minutes to `resume_path` and continues from it (the elapsed time is part of the state)."""
+    2 minutes to `resume_path` and continues from it (the elapsed time is part of the state).
+    The tutorial's mixed precision is bf16 autocast on a CPU; `bf16=False` trains in float32, for
+    CPUs that emulate bf16 (there it is about 10x slower than float32)."""
     from diffusers import DDPMScheduler
     from diffusers.optimization import get_cosine_schedule_with_warmup
 
@@ -73,7 +91,7 @@ def train_diffusers(data: torch.Tensor, budget_s: float, resume_path: Path, seed
     for i in range(11):
         if i == 1:                                                        # the first step is a warm-up
             started = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             loss = F.mse_loss(probe(x, torch.randint(0, 1000, (batch,))).sample.float(), torch.randn_like(x))
         loss.backward()
         probe_optimizer.step(), probe_optimizer.zero_grad(set_to_none=True)
@@ -94,7 +112,7 @@ def train_diffusers(data: torch.Tensor, budget_s: float, resume_path: Path, seed
         noise = torch.randn(x0.shape, generator=generator)
         t = torch.randint(0, 1000, (batch,), generator=generator)
         x_t = scheduler.add_noise(x0, noise, t)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             loss = F.mse_loss(model(x_t, t).sample.float(), noise)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), DIFFUSERS_RECIPE["grad_clip"])
@@ -115,106 +133,69 @@ def train_diffusers(data: torch.Tensor, budget_s: float, resume_path: Path, seed
                                      "final_loss": sum(losses[-500:]) / len(losses[-500:])}
 
 
-@torch.inference_mode()
-def diffusers_ddim(model, n: int, chunk: int = 128, seed: int = 1234) -> torch.Tensor:
-    from diffusers import DDIMScheduler
-    sampler = DDIMScheduler(num_train_timesteps=1000)                     # eta = 0, clip_sample=True (its default)
-    sampler.set_timesteps(50)
-    generator, out = torch.Generator().manual_seed(seed), []
-    for start in range(0, n, chunk):
-        x = torch.randn(min(chunk, n - start), 1, 28, 28, generator=generator)
-        for t in sampler.timesteps:
-            x = sampler.step(model(x, t).sample, t, x).prev_sample
-        out.append(x)
-    return torch.cat(out)
 
 
-def sampling_speed(model, schedule, steps: int = 10) -> dict:
-    """Images/s of one denoising step (DDPM and DDIM steps cost one forward pass each), timed over
-    `steps` steps and scaled to DDPM-1000 and DDIM-50: 256 at once vs chunks of 128, fp32 vs bf16."""
-    rates = {}
-    for label, chunk, bf16 in (("256 at once, fp32", 256, False), ("chunks of 128, fp32", 128, False),
-                               ("chunks of 128, bf16", 128, True)):
-        x = torch.randn(256, 1, 28, 28)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16), torch.inference_mode():
-            model(x[:chunk], torch.full((chunk,), 999))                    # warm-up
-            started = time.perf_counter()
-            for i in range(steps):
-                for part in x.split(chunk):
-                    model(part, torch.full((part.shape[0],), 999 - i))
-            per_step = (time.perf_counter() - started) / steps                 # seconds per step for 256 images
-        rates[label] = {"ddpm1000_img_s": 256 / (1000 * per_step), "ddim50_img_s": 256 / (50 * per_step)}
-    return rates
+def train_seconds_per_step(make_model, schedule, data, recipe: dict, steps: int = 3) -> float:
+    """Seconds per training step of `train` with `recipe`, timed on a throwaway model after one
+    warm-up step (the first step allocates and is slower)."""
+    probe = dict(recipe, num_steps=1, progress=False)
+    train(make_model(), schedule, data, **probe)                           # warm-up
+    started = time.perf_counter()
+    train(make_model(), schedule, data, **dict(probe, num_steps=steps))
+    return (time.perf_counter() - started) / steps
+
+
+def train_row(row: str, data: torch.Tensor, budget_s: float, bf16: bool) -> tuple[nn.Module, dict]:
+    config = notebook_config(PROJECT_ROOT / "3_unet.ipynb", "LAPTOP_CONFIG")
+    schedule = du.DiffusionSchedule(num_timesteps=config["num_timesteps"], schedule=config["schedule"])
+    if row == "diffusers-tutorial-recipe":
+        model, _, info = train_diffusers(data, budget_s, WORK_DIR / f"{row}.resume.pt", bf16=bf16)
+        return model_as_eps(model), dict(info, batch=DIFFUSERS_RECIPE["batch_size"], recipe=DIFFUSERS_RECIPE)
+    make_model = (lambda: UNet(**config["model_kwargs"])) if row == "ours" else DiffusersEps
+    recipe = dict(train_kwargs(config), bf16=bf16)
+    per_step = train_seconds_per_step(make_model, schedule, data, recipe)
+    recipe["num_steps"] = max(1, int(budget_s / per_step))
+    torch.manual_seed(0)                                                   # the initial weights
+    started = time.perf_counter()
+    model, losses = train(make_model(), schedule, data, **dict(recipe, progress=True))
+    seconds = time.perf_counter() - started
+    return model, {"steps": recipe["num_steps"], "train_seconds": seconds, "timed_seconds_per_step": per_step,
+                   "batch": recipe["batch_size"], "final_loss": sum(losses[-100:]) / len(losses[-100:]),
+                   "recipe": {k: v for k, v in recipe.items() if k != "progress"}}
+
+
+def model_as_eps(net) -> nn.Module:
+    wrapper = DiffusersEps()
+    wrapper.net = net
+    return wrapper.eval()
+
+
+def draw_row(model: nn.Module, row: str, n: int, seed: int, info: dict) -> Path:
+    """n DDIM-50 digits (x0 clipped, as the notebooks sample) from the same x_T as quality.py's runs."""
+    path = SAMPLE_DIR / f"diffusers-compare-{row}_n{n}_seed{seed}.pt"
+    path.unlink(missing_ok=True)                                           # a new model: never resume old digits
+    return draw_digits(model.eval(), du.DiffusionSchedule(num_timesteps=1000), path, n, seed, "ddim50", True,
+                       record={"run": f"diffusers-compare-{row}", "model": row, "training": info})
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default=str(CHECKPOINT_DIR), help="where unet_laptop.pt is written")
-    parser.add_argument("--n", type=int, default=2000, help="DDIM-50 samples per model for FID and KID")
-    parser.add_argument("--json", default=None, help="also write the results here")
+    parser.add_argument("command", choices=["train"])
+    parser.add_argument("--budget", type=float, default=300, help="training seconds per row")
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast (only on a CPU with native bf16)")
+    parser.add_argument("--rows", nargs="*", choices=ROWS, default=list(ROWS))
+    parser.add_argument("--n", type=int, default=2000, help="DDIM-50 digits per row")
+    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    out = Path(args.out)
-    print(f"machine: {platform.machine()} CPU, {torch.get_num_threads()} threads, torch {torch.__version__}, "
-          f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC", flush=True)
-    train_images, _ = mnist_tensor()                                       # (60000, 1, 28, 28) in [-1, 1]
-    classifier = load_classifier()
-    results = {}
-
-    config = notebook_config(PROJECT_ROOT / "3_unet.ipynb", "LAPTOP_CONFIG")
-    print(f"laptop preset: {config}", flush=True)
-    laptop, payload = train_from_config(config, UNet, train, train_images, out / "unet_laptop.pt", progress=False,
-                                        hardware=f"{platform.machine()} CPU, {torch.get_num_threads()} threads")
-    budget = payload["train_seconds"]
-    schedule = du.DiffusionSchedule(num_timesteps=config["num_timesteps"], schedule=config["schedule"])
-    started = time.perf_counter()
-    samples = sample_in_chunks(du.ddim_sample, laptop, schedule, args.n, num_steps=50, clip_x0=True,
-                               generator=torch.Generator().manual_seed(1234), progress=False)
-    sample_seconds = time.perf_counter() - started
-    results["laptop preset"] = {"params": sum(p.numel() for p in laptop.parameters()), "steps": payload["steps"],
-                                "batch": config["batch_size"], "train_seconds": budget,
-                                "final_loss": payload["final_loss"], "sample_seconds": sample_seconds,
-                                **evaluate_samples(samples.clamp(-1, 1), classifier)}
-    print("laptop preset:", json.dumps({k: v for k, v in results["laptop preset"].items()
-                                        if k != "class_histogram"}), flush=True)
-    started = time.perf_counter()
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        samples_bf16 = sample_in_chunks(du.ddim_sample, laptop, schedule, args.n, num_steps=50, clip_x0=True,
-                                        generator=torch.Generator().manual_seed(1234), progress=False)
-    results["laptop preset, bf16 sampling"] = {"sample_seconds": time.perf_counter() - started,
-                                               **evaluate_samples(samples_bf16.float().clamp(-1, 1), classifier)}
-
-    model, _, info = train_diffusers(train_images, budget, out / ".diffusers_compare.resume.pt")
-    started = time.perf_counter()
-    samples = diffusers_ddim(model, args.n)
-    sample_seconds = time.perf_counter() - started
-    results["diffusers UNet2DModel"] = {"params": sum(p.numel() for p in model.parameters()), "steps": info["steps"],
-                                        "batch": DIFFUSERS_RECIPE["batch_size"], "train_seconds": info["train_seconds"],
-                                        "final_loss": info["final_loss"], "sample_seconds": sample_seconds,
-                                        **evaluate_samples(samples.clamp(-1, 1), classifier)}
-
-    floor_pick = torch.randperm(train_images.shape[0], generator=torch.Generator().manual_seed(0))[:args.n]
-    floor = evaluate_samples(train_images[floor_pick], classifier)
-    print(f"\nDDIM-50, n = {args.n} each, FID/KID against the 10,000 test digits; real-data floor "
-          f"(n = {args.n} random training digits): FID {floor['fid']:.2f}, KID {floor['kid']:.3f}")
-    print(f"{'model':<30} {'params':>8} {'steps':>6} {'batch':>5} {'train s':>8} {'train img/s':>11} "
-          f"{'DDIM-50 img/s':>13} {'FID':>7} {'KID':>8} {'p>0.9':>6} {'classes':>12}")
-    for name, r in results.items():
-        trained = name in ("laptop preset", "diffusers UNet2DModel")
-        train_cols = (f"{r['params']:>8,} {r['steps']:>6} {r['batch']:>5} {r['train_seconds']:>8.0f} "
-                      f"{r['steps'] * r['batch'] / r['train_seconds']:>11.0f}") if trained else f"{'(same model)':>42}"
-        print(f"{name:<30} {train_cols} {args.n / r['sample_seconds']:>13.1f} {r['fid']:>7.2f} {r['kid']:>8.3f} "
-              f"{r['confident_share']:>6.1%} {min(r['class_histogram']):>5.1%}..{max(r['class_histogram']):.1%}")
-    ratio = results["laptop preset"]["fid"] / results["diffusers UNet2DModel"]["fid"]
-    print(f"laptop preset FID / diffusers FID = {ratio:.2f} (target: at most 0.5)")
-
-    default = UNet(**notebook_config(PROJECT_ROOT / "3_unet.ipynb", "DEFAULT_CONFIG")["model_kwargs"])
-    load_checkpoint(CHECKPOINT_DIR / "unet_default.pt", default)
-    speeds = sampling_speed(default.eval(), schedule)
-    print("\nshipped default U-Net (1.6M parameters), sampling images/s from 10 timed steps for 256 digits:")
-    for label, r in speeds.items():
-        print(f"  {label:<22} DDPM-1000 {r['ddpm1000_img_s']:6.2f} img/s, DDIM-50 {r['ddim50_img_s']:6.1f} img/s")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"results": results, "floor": floor, "sampling": speeds}, indent=1))
+    WORK_DIR.mkdir(parents=True, exist_ok=True)
+    data, _ = mnist_tensor()                                               # (60000, 1, 28, 28) in [-1, 1]
+    for row in args.rows:
+        print(f"{row}: training for {args.budget:.0f} s ({'bf16' if args.bf16 else 'fp32'})", flush=True)
+        model, info = train_row(row, data, args.budget, args.bf16)
+        info.update(budget_seconds=args.budget, bf16=args.bf16)
+        print(f"{row}: {info['steps']} steps x {info['batch']} in {info['train_seconds']:.0f} s, "
+              f"final loss {info['final_loss']:.4f}", flush=True)
+        draw_row(model, row, args.n, args.seed, info)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,141 @@
+"""Sample quality of the shipped models at the series' headline n, with intervals and the
+real-data floor at the same n. Run by hand (not in CI); it writes one result file per run
+under benchmarks/results/, which the notebooks and the README read.
+
+    python benchmarks/quality.py sample                 # draw the digits (resumable, chunk by chunk)
+    python benchmarks/quality.py evaluate               # measure them + the floor, write result files
+    python benchmarks/quality.py sample --only laptop-ddim50-clip --n 2000
+
+Drawing is split from measuring so that the slow part (sampling on a CPU) is done once and can
+be interrupted: every chunk of 128 digits is saved to outputs/samples/<run>.pt as soon as it is
+drawn, and a re-run continues after the last saved chunk. Each chunk's x_T comes from its own
+seeded generator, so the clipped and unclipped runs of one model start from the same noise
+(a paired comparison) and a resumed run equals an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import diffusion_utils as du  # noqa: E402
+from lessons.mlp import MLPDenoiser  # noqa: E402
+from lessons.unet import UNet  # noqa: E402
+from notebook_support.checkpoints import load_checkpoint  # noqa: E402
+from notebook_support.environment import CHECKPOINT_DIR, PROJECT_ROOT  # noqa: E402
+from notebook_support.export import notebook_config  # noqa: E402
+from notebook_support.files import atomic_torch_save, load_torch_file  # noqa: E402
+
+SAMPLE_DIR = PROJECT_ROOT / "outputs" / "samples"
+CHUNK = 128  # the fastest U-Net batch on a 2-core CPU (see notebook_support.sampling)
+
+MODELS = {  # name -> (notebook, config name, model class, shipped checkpoint)
+    "mlp": ("2_custom_mlp.ipynb", "CONFIG", MLPDenoiser, "mlp_default.pt"),
+    "unet": ("3_unet.ipynb", "DEFAULT_CONFIG", UNet, "unet_default.pt"),
+    "laptop": ("3_unet.ipynb", "LAPTOP_CONFIG", UNet, "unet_laptop.pt"),
+}
+SAMPLERS = {  # name -> (sampler, keyword arguments)
+    "ddpm1000": (du.p_sample_loop, {}),
+    "ddim50": (du.ddim_sample, {"num_steps": 50, "eta": 0.0}),
+}
+RUNS = {  # run name -> (model, sampler, clip x0 to [-1, 1] while sampling)
+    "mlp-ddpm1000-clip": ("mlp", "ddpm1000", True),
+    "mlp-ddpm1000-noclip": ("mlp", "ddpm1000", False),
+    "laptop-ddim50-clip": ("laptop", "ddim50", True),
+    "laptop-ddim50-noclip": ("laptop", "ddim50", False),
+    "unet-ddim50-clip": ("unet", "ddim50", True),
+    "unet-ddim50-noclip": ("unet", "ddim50", False),
+}
+
+
+def load_model(name: str) -> tuple[torch.nn.Module, du.DiffusionSchedule, dict]:
+    """The shipped checkpoint of `name` in the class and config its notebook defines (eval mode)."""
+    notebook, config_name, model_class, file_name = MODELS[name]
+    config = notebook_config(PROJECT_ROOT / notebook, config_name)
+    model = model_class(**config["model_kwargs"])
+    payload = load_checkpoint(CHECKPOINT_DIR / file_name, model, config)
+    schedule = du.DiffusionSchedule(num_timesteps=config["num_timesteps"], schedule=config["schedule"])
+    return model.eval(), schedule, payload
+
+
+def sample_file(run: str, n: int, seed: int) -> Path:
+    return SAMPLE_DIR / f"{run}_n{n}_seed{seed}.pt"
+
+
+def draw(run: str, n: int, seed: int) -> Path:
+    """Draw n digits for the shipped model and sampler of `run` (see `draw_digits`)."""
+    model_name, sampler_name, clip = RUNS[run]
+    path = sample_file(run, n, seed)
+    model, schedule, _ = load_model(model_name)
+    return draw_digits(model, schedule, path, n, seed, sampler_name, clip,
+                       record={"run": run, "model": model_name})
+
+
+def draw_digits(model, schedule, path: Path, n: int, seed: int, sampler_name: str, clip: bool,
+                record: dict) -> Path:
+    """Draw n digits CHUNK at a time, saving to `path` after every chunk; resumes a partial file.
+    Chunk i starts from x_T drawn by a generator seeded with (seed, i), so every model and
+    setting drawn with the same seed starts from the same noise. `record` is stored alongside."""
+    from tqdm.auto import tqdm
+
+    state = load_torch_file(path, what="partial samples") if path.is_file() else {"chunks": [], "seconds": 0.0}
+    num_chunks = -(-n // CHUNK)
+    if len(state["chunks"]) == num_chunks:
+        print(f"{path.name}: {n} digits already drawn")
+        return path
+    sampler, kwargs = SAMPLERS[sampler_name]
+    for index in tqdm(range(len(state["chunks"]), num_chunks), desc=path.stem, initial=len(state["chunks"]),
+                      total=num_chunks):
+        size = min(CHUNK, n - index * CHUNK)
+        generator = torch.Generator().manual_seed(seed * 1_000_003 + index)   # x_T of this chunk, shared by clip on/off
+        x_T = torch.randn((size, 1, 28, 28), generator=generator)             # (size, 1, 28, 28)
+        started = time.perf_counter()
+        images = sampler(model, schedule, (size, 1, 28, 28), x_T=x_T, clip_x0=clip, generator=generator,
+                         progress=False, **kwargs)                             # (size, 1, 28, 28)
+        state["seconds"] += time.perf_counter() - started
+        state["chunks"].append(images.clamp(-1, 1))
+        state.update(record, n=n, seed=seed, sampler=sampler_name, clip_x0=clip, threads=torch.get_num_threads(),
+                     params=sum(p.numel() for p in model.parameters()))
+        atomic_torch_save(state, path)
+    print(f"{path.name}: {n} digits in {state['seconds']:.0f} s ({n / state['seconds']:.2f} digits/s)")
+    return path
+
+
+def load_samples(run: str, n: int, seed: int) -> tuple[torch.Tensor, dict]:
+    """The drawn digits (n, 1, 28, 28) of a finished run and its record (seconds, sampler, ...)."""
+    path = sample_file(run, n, seed)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: run `python benchmarks/quality.py sample --only {run} --n {n}`")
+    state = load_torch_file(path, what="drawn samples")
+    images = torch.cat(state["chunks"])
+    if images.shape[0] != n:
+        raise ValueError(f"{path} holds {images.shape[0]} of {n} digits: run the sample command again to finish it")
+    return images, state
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=["sample", "evaluate"])
+    parser.add_argument("--only", nargs="*", choices=sorted(RUNS), help="runs to do (default: all)")
+    parser.add_argument("--n", type=int, default=2000, help="digits per run (the series' headline n)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    runs = args.only or list(RUNS)
+    if args.command == "sample":
+        for run in runs:
+            draw(run, args.n, args.seed)
+    else:
+        evaluate(runs, args.n, args.seed)
+
+
+def evaluate(runs: list[str], n: int, seed: int) -> None:
+    raise NotImplementedError("written once the evaluator with intervals lands")
+
+
+if __name__ == "__main__":
+    main()

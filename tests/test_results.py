@@ -1,0 +1,246 @@
+"""Result files (notebook_support.results) and the README tables generated from them
+(scripts/readme_tables.py): round trips, atomic writes, refusals, the newest file wins, and the
+drift test that fails when a generated README table no longer says what the files say."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from notebook_support import results
+from notebook_support.environment import PROJECT_ROOT
+
+
+def _readme_tables_module():
+    spec = importlib.util.spec_from_file_location("readme_tables", PROJECT_ROOT / "scripts" / "readme_tables.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+readme_tables = _readme_tables_module()
+
+
+def _write(tmp_path, name="demo", payload=None, **kwargs):
+    kwargs = {"n": 2000, "seed": 0, "seconds": 12.5, "interval": "95 % bootstrap, 200 resamples", **kwargs}
+    return results.write_result(name, {"fid": 66.9, "fid_interval": [63.1, 70.8]} if payload is None else payload,
+                                device="cpu", results_dir=tmp_path, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing and reading
+# ---------------------------------------------------------------------------------------------
+
+
+def test_write_result_round_trip_holds_every_key(tmp_path):
+    path = _write(tmp_path)
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2}_cpu_demo\.json", path.name)
+    stored = json.loads(path.read_text())
+    assert set(results.META_KEYS) - {"file"} <= set(stored) and "file" not in stored
+    assert stored["what"] == "demo" and stored["n"] == 2000 and stored["seed"] == 0 and stored["seconds"] == 12.5
+    assert stored["interval"].startswith("95 %") and stored["fid"] == 66.9 and stored["fid_interval"] == [63.1, 70.8]
+    assert stored["date"][:10] == path.name[:10] and stored["date"].endswith("+00:00")  # UTC
+    assert stored["quick_mode"] is True  # conftest.py sets DDPM_QUICK=1: such a result says so
+    hardware = stored["hardware"]
+    assert {"device", "cpu", "cpu_cores", "torch_threads", "cpu_capability", "native_bf16", "cuda"} <= set(hardware)
+    assert hardware["device"] == "cpu" and hardware["torch_threads"] == torch.get_num_threads()
+    assert hardware["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert stored["versions"]["torch"] == str(torch.__version__)
+    assert {"python", "numpy", "torchvision", "diffusers"} <= set(stored["versions"])
+    read = results.read_result(path)
+    assert read["file"] == str(path) and {k: v for k, v in read.items() if k != "file"} == stored
+    assert results.latest_result("demo", results_dir=tmp_path) == read
+
+
+def test_native_bf16_is_read_from_the_cpu_flags():
+    assert results._native_bf16("flags\t\t: fpu sse avx2 avx512f avx512_bf16\n") is True
+    assert results._native_bf16("flags\t\t: fpu sse avx2 amx_bf16 amx_tile\n") is True
+    assert results._native_bf16("flags\t\t: fpu sse avx2 avx512f\n") is False
+    assert results._native_bf16("Features\t: fp asimd bf16 i8mm\n") is True  # Arm
+    assert results._native_bf16("") is None  # no /proc/cpuinfo: unknown, not "no"
+
+
+def test_hardware_tags():
+    assert results.hardware_tag({"device": "cuda", "cuda": "NVIDIA H200"}) == "h200"
+    assert results.hardware_tag({"device": "cuda", "cuda": "NVIDIA GeForce RTX 4090"}) == "rtx-4090"
+    assert results.hardware_tag({"device": "mps", "cuda": None}) == "mps"
+    assert results.hardware_tag({"device": "cpu", "cuda": "NVIDIA H200"}) == "cpu"  # measured on the CPU
+
+
+def test_write_is_atomic(tmp_path, monkeypatch):
+    """A write that dies before the rename leaves the earlier file whole and no temp file."""
+    path = _write(tmp_path, payload={"fid": 1.0})
+    before = path.read_bytes()
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt("killed before the rename")
+    monkeypatch.setattr(os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        _write(tmp_path, payload={"fid": 2.0})
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+
+
+@pytest.mark.parametrize("payload, match", [
+    ({"fid": torch.tensor(66.9)}, r"payload\['fid'\] is a Tensor"),
+    ({"fids": [1.0, float("nan")]}, r"payload\['fids'\]\[1\] is nan"),
+    ({"fid": math.inf}, r"is inf"),
+    ({"classes": {3: 0.1}}, r"has the key 3 \(int\)"),
+    ({"seen": {1, 2}}, r"is a set"),
+])
+def test_payloads_json_cannot_hold_are_refused(tmp_path, payload, match):
+    with pytest.raises((TypeError, ValueError), match=match):
+        _write(tmp_path, payload=payload)
+    assert list(tmp_path.iterdir()) == []  # nothing half-written
+
+
+@pytest.mark.parametrize("name, payload, kwargs, match", [
+    ("demo", {"n": 5}, {}, r"must not use the keys \['n'\]"),
+    ("Demo run", {}, {}, "name must be"),
+    ("demo", [1, 2], {}, "payload must be a dict"),
+    ("demo", {}, {"n": 0}, r"n must be None or an int >= 1"),
+    ("demo", {}, {"seed": 1.5}, r"seed must be None or an int"),
+    ("demo", {}, {"seconds": -1}, "seconds must be a finite number"),
+    ("demo", {}, {"interval": ""}, "interval must be None or a sentence"),
+])
+def test_bad_arguments_are_refused(tmp_path, name, payload, kwargs, match):
+    with pytest.raises((TypeError, ValueError), match=match):
+        _write(tmp_path, name=name, payload=payload, **kwargs)
+
+
+def test_jsonl_rows_accumulate(tmp_path):
+    for i in range(3):
+        path = results.append_result_row("trials", {"trial": f"t{i}", "fid": 100.0 + i}, n=500, seed=i, seconds=1.0,
+                                         device="cpu", results_dir=tmp_path)
+    assert path.suffix == ".jsonl" and len(path.read_text().splitlines()) == 3
+    read = results.latest_result("trials", results_dir=tmp_path)
+    assert [r["trial"] for r in read["rows"]] == ["t0", "t1", "t2"] and read["n"] == 500
+    assert all(r["hardware"]["device"] == "cpu" for r in read["rows"])
+    assert results.cite(read).startswith(f"{path} (n=500, ")
+
+
+def _fake(folder: Path, file: str, date: str | None, fid: float) -> None:
+    payload = {"fid": fid} if date is None else {"what": file.split("_", 2)[2].rsplit(".", 1)[0], "date": date, "fid": fid}
+    (folder / file).write_text(json.dumps(payload))
+
+
+def test_latest_result_picks_the_newest_by_the_date_in_the_file(tmp_path):
+    _fake(tmp_path, "2026-01-02_cpu_quality.json", "2026-01-02T10:00:00+00:00", 1.0)
+    _fake(tmp_path, "2026-01-05_h200_quality.json", "2026-01-05T09:00:00+00:00", 2.0)
+    _fake(tmp_path, "2026-01-09_cpu_quality.json", "2026-01-01T00:00:00+00:00", 3.0)  # its name says newer, its date not
+    _fake(tmp_path, "2026-01-30_cpu_old_quality.json", "2026-01-30T00:00:00+00:00", 4.0)  # another name
+    _fake(tmp_path, "2026-01-30_cpu_quality.txt", None, 5.0)  # not a result file
+    assert results.latest_result("quality", results_dir=tmp_path)["fid"] == 2.0
+    assert results.latest_result("quality", hardware="cpu", results_dir=tmp_path)["fid"] == 1.0
+    assert results.read_result("quality", results_dir=tmp_path)["fid"] == 2.0
+    # a file written before this module: what and date come from its name
+    _fake(tmp_path, "2026-02-01_cpu_legacy.json", None, 6.0)
+    legacy = results.read_result("2026-02-01_cpu_legacy.json", results_dir=tmp_path)
+    assert (legacy["what"], legacy["date"], legacy["fid"]) == ("legacy", "2026-02-01", 6.0)
+    assert results.cite(legacy) == f"{tmp_path / '2026-02-01_cpu_legacy.json'} (no n, cpu, 2026-02-01)"
+
+
+def test_a_missing_result_names_the_folder_and_the_command(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"no result file for 'quality_n2000' in .*make it with: python x\.py"):
+        results.latest_result("quality_n2000", command="python x.py", results_dir=tmp_path)
+    with pytest.raises(FileNotFoundError, match=re.escape(results.RESULT_COMMANDS["laptop_recipe_trials"])):
+        results.latest_result("laptop_recipe_trials", results_dir=tmp_path)
+
+
+def test_cite_names_file_n_hardware_and_date(tmp_path):
+    result = results.read_result(_write(tmp_path))
+    hardware = f"{result['hardware']['cpu']}, {result['hardware']['cpu_cores']} cores"
+    assert results.cite(result) == (f"{result['file']} (n=2000, {hardware}, {result['date'][:10]}, "
+                                    "QUICK MODE: not for citing)")
+    with pytest.raises(TypeError, match="cite needs a dict from read_result"):
+        results.cite({"fid": 1.0})
+
+
+def test_committed_results_read_back():
+    trials = results.latest_result("laptop_recipe_trials")
+    assert trials["file"].startswith("benchmarks/results/") and len(trials["rows"]) >= 9
+    assert "2026-11-29_cpu_laptop_recipe_trials.jsonl" in results.cite(trials)
+
+
+# ---------------------------------------------------------------------------------------------
+# README tables
+# ---------------------------------------------------------------------------------------------
+
+README_TEXT = (PROJECT_ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def test_readme_tables_match_the_result_files():
+    """The README's generated tables say what the files say now. If this fails, run
+    `python scripts/readme_tables.py` (and check the diff), or restore the edited number."""
+    assert {name for name, _, _ in readme_tables.readme_regions(README_TEXT)} >= {"notebooks", "checkpoints", "laptop-trials"}
+    drift = readme_tables.readme_drift(README_TEXT)
+    assert drift == "", "README.md differs from the result files; run python scripts/readme_tables.py\n" + drift
+
+
+def test_a_number_edited_by_hand_is_caught():
+    """Change one number inside a generated table: the drift check reports exactly that line and
+    rendering restores it. The same change outside the generated regions is prose: no drift."""
+    region = next((s, e) for name, s, e in readme_tables.readme_regions(README_TEXT) if name == "laptop-trials")
+    lines = README_TEXT.splitlines(keepends=True)
+    row = next(i for i in range(*region) if lines[i].startswith("| lr4e-3 |"))
+    assert "| 252.1 |" in lines[row]
+    edited = lines.copy()
+    edited[row] = lines[row].replace("| 252.1 |", "| 252.0 |")
+    edited_text = "".join(edited)
+    drift = readme_tables.readme_drift(edited_text)
+    assert "-" + edited[row] in drift and "+" + lines[row] in drift
+    assert readme_tables.render_readme(edited_text) == README_TEXT
+    prose = README_TEXT.replace("(4e-3, chosen)", "(4e-3, picked)")
+    assert prose != README_TEXT and readme_tables.readme_drift(prose) == ""
+
+
+def test_notebook_table_keeps_its_prose_and_regenerates_the_times():
+    region = next((s, e) for name, s, e in readme_tables.readme_regions(README_TEXT) if name == "notebooks")
+    current = "".join(README_TEXT.splitlines(keepends=True)[region[0] + 1:region[1]])
+    reworded = current.replace("(and why ε)", "(and why ε, not x₀)").replace("| 117 s / 45 s |", "| 100 s / 45 s |")
+    assert reworded.count("not x₀") == 1 and "100 s / 45 s" in reworded
+    rendered = readme_tables.render_region("notebooks", reworded)
+    assert "(and why ε, not x₀)" in rendered and "| 117 s / 45 s |" in rendered and "100 s / 45 s" not in rendered
+    miscounted = re.sub(r"— (\d+) asserts", lambda m: f"— {int(m[1]) + 1} asserts", current)
+    assert miscounted != current and readme_tables.render_region("notebooks", miscounted) == current.strip("\n")
+
+
+def test_a_table_whose_file_is_missing_says_how_to_make_it(tmp_path, monkeypatch):
+    monkeypatch.setitem(readme_tables.README_TABLES, "not-yet", readme_tables.ReadmeTable(
+        "not-yet", lambda current: str(results.latest_result("not_yet", results_dir=tmp_path)), "python make_it.py"))
+    text = "intro\n\n<!-- table:not-yet -->\n| stale | 1 |\n<!-- /table:not-yet -->\n\nend\n"
+    assert readme_tables.render_readme(text) == ("intro\n\n<!-- table:not-yet -->\n\n"
+                                                  "_(no result file yet: run `python make_it.py`)_\n\n"
+                                                  "<!-- /table:not-yet -->\n\nend\n")
+    for registered in ("quality-n2000", "diffusers-like-for-like"):  # the lead's tables to come
+        assert readme_tables.render_region(registered).startswith("_(no result file yet: run `")
+
+
+@pytest.mark.parametrize("text, match", [
+    ("<!-- table:nobody -->\n<!-- /table:nobody -->\n", r"line 1: no registered table 'nobody'"),
+    ("<!-- table:checkpoints -->\n| a |\n", r"line 1: table 'checkpoints' has no end marker"),
+    ("<!-- /table:checkpoints -->\n", r"line 1: end marker of 'checkpoints' without its start marker"),
+    ("<!-- table:checkpoints -->\n<!-- table:notebooks -->\n", r"line 2: table 'notebooks' starts inside"),
+])
+def test_broken_markers_are_named(text, match):
+    with pytest.raises(ValueError, match=match):
+        readme_tables.readme_regions(text)
+
+
+def test_check_command_exits_non_zero_on_drift(tmp_path, capsys):
+    readme = tmp_path / "README.md"
+    readme.write_text(README_TEXT.replace("| 252.1 |", "| 252.0 |"), encoding="utf-8")
+    assert readme_tables.main(["--check", "--readme", str(readme)]) == 1
+    assert "+| lr4e-3 |" in capsys.readouterr().out
+    assert readme_tables.main(["--readme", str(readme)]) == 0  # rewrites it
+    assert readme.read_text(encoding="utf-8") == README_TEXT
+    assert readme_tables.main(["--check", "--readme", str(readme)]) == 0
