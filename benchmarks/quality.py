@@ -28,11 +28,13 @@ from lessons.mlp import MLPDenoiser  # noqa: E402
 from lessons.unet import UNet  # noqa: E402
 from notebook_support.checkpoints import load_checkpoint  # noqa: E402
 from notebook_support.environment import CHECKPOINT_DIR, PROJECT_ROOT  # noqa: E402
+from notebook_support.evaluation import HEADLINE_N  # noqa: E402
 from notebook_support.export import notebook_config  # noqa: E402
 from notebook_support.files import atomic_torch_save, load_torch_file  # noqa: E402
 
 SAMPLE_DIR = PROJECT_ROOT / "outputs" / "samples"
 CHUNK = 128  # the fastest U-Net batch on a 2-core CPU (see notebook_support.sampling)
+DIFFUSERS_ROWS = ("ours", "diffusers-our-recipe", "diffusers-tutorial-recipe")   # benchmarks/diffusers_compare.py
 
 MODELS = {  # name -> (notebook, config name, model class, shipped checkpoint)
     "mlp": ("2_custom_mlp.ipynb", "CONFIG", MLPDenoiser, "mlp_default.pt"),
@@ -107,34 +109,65 @@ def draw_digits(model, schedule, path: Path, n: int, seed: int, sampler_name: st
 
 
 def load_samples(run: str, n: int, seed: int) -> tuple[torch.Tensor, dict]:
-    """The drawn digits (n, 1, 28, 28) of a finished run and its record (seconds, sampler, ...)."""
-    path = sample_file(run, n, seed)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: run `python benchmarks/quality.py sample --only {run} --n {n}`")
-    state = load_torch_file(path, what="drawn samples")
-    images = torch.cat(state["chunks"])
-    if images.shape[0] != n:
-        raise ValueError(f"{path} holds {images.shape[0]} of {n} digits: run the sample command again to finish it")
-    return images, state
+    """The first n drawn digits (n, 1, 28, 28) of `run` and its record (seconds, sampler, ...).
+    Takes them from the run's file for exactly n digits, else from its file for HEADLINE_N: chunk
+    i starts from the same x_T in both, so a run drawn at n = 512 pairs with the first 512 digits
+    of another run drawn at n = 2000."""
+    for size in dict.fromkeys((n, HEADLINE_N)):
+        path = sample_file(run, size, seed)
+        if size >= n and path.is_file():
+            state = load_torch_file(path, what="drawn samples")
+            images = torch.cat(state["chunks"])                                    # (size, 1, 28, 28)
+            if images.shape[0] != size:
+                raise ValueError(f"{path} holds {images.shape[0]} of {size} digits: run the sample command again")
+            return images[:n], state
+    raise FileNotFoundError(f"{sample_file(run, n, seed)} is missing: run "
+                            f"`python benchmarks/quality.py sample --only {run} --n {n}`")
+
+
+def evaluate(runs: list[str], n: int, seed: int) -> None:
+    """Measure each run's first n digits and the real-data floor at the same n and seed (the same
+    reference digits for both), print one line each and write result file quality_<run> (at
+    HEADLINE_N; quality_<run>_n<n> at any other n)."""
+    from notebook_support.evaluation import evaluate_samples, format_quality, load_classifier, real_data_floor
+    from notebook_support.results import write_result
+
+    classifier = load_classifier()
+    floor = real_data_floor(n, classifier, seed=seed)
+    write_result(f"quality_floor_n{n}", {"floor": floor}, n=n, seed=seed, seconds=floor["seconds"],
+                 interval=floor["interval"])
+    print(f"real digits (floor): {format_quality(floor)}")
+    for run in runs:
+        images, record = load_samples(run, n, seed)
+        report = evaluate_samples(images, classifier, seed=seed)
+        drawn = record["n"]
+        payload = {"run": run, "model": record["model"], "sampler": record["sampler"], "clip_x0": record["clip_x0"],
+                   "params": record.get("params"), "sample_seconds": record["seconds"] * n / drawn,
+                   "digits_per_second": drawn / record["seconds"], "sampling_threads": record["threads"],
+                   "training": record.get("training"), "report": report, "floor": floor}
+        name = f"quality_{run}" if n == HEADLINE_N else f"quality_{run}_n{n}"
+        path = write_result(name, payload, n=n, seed=seed, seconds=payload["sample_seconds"] + report["seconds"],
+                            interval=report["interval"])
+        print(f"{run}: {format_quality(report, floor)}\n  -> {path.relative_to(PROJECT_ROOT)}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["sample", "evaluate"])
-    parser.add_argument("--only", nargs="*", choices=sorted(RUNS), help="runs to do (default: all)")
-    parser.add_argument("--n", type=int, default=2000, help="digits per run (the series' headline n)")
+    parser.add_argument("--only", nargs="*", choices=sorted(RUNS) + ["diffusers-compare"],
+                        help="runs to do (default: all of RUNS; diffusers-compare: evaluate that script's rows)")
+    parser.add_argument("--n", type=int, default=HEADLINE_N, help="digits per run (the series' headline n)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     runs = args.only or list(RUNS)
+    if args.command == "evaluate" and "diffusers-compare" in runs:    # the rows of benchmarks/diffusers_compare.py
+        runs.remove("diffusers-compare")
+        runs += [f"diffusers-compare-{row}" for row in DIFFUSERS_ROWS]
     if args.command == "sample":
         for run in runs:
             draw(run, args.n, args.seed)
     else:
         evaluate(runs, args.n, args.seed)
-
-
-def evaluate(runs: list[str], n: int, seed: int) -> None:
-    raise NotImplementedError("written once the evaluator with intervals lands")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,10 @@ that runs fastest, and concatenate.
 A 2-core CPU moves more images per second through the U-Net at batch 128 than at 256 or 500
 (larger activations fall out of the cache), so drawing 2,000 digits as one batch is slower than
 drawing them 128 at a time. Every chunk continues the same generator, so a run is reproducible.
+
+A model that holds something per image (notebook 4's `Guided` with one label per image) says how
+to split it: it has a method `for_images(start, stop, total)` that returns the model for images
+start..stop-1 of `total`, and each chunk is sampled with its own.
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ def sample_in_chunks(sampler: Callable, model, schedule, num_samples: int, *, ch
 
     sampler: `du.p_sample_loop` or `du.ddim_sample`; sampler_kwargs go to it (generator, device,
     clip_x0, num_steps, eta, trajectory_stride, ...). chunk_size: default CPU_CHUNK on a CPU and
-    all at once on an accelerator. x_T (num_samples, *image_shape) is split like the samples.
+    all at once on an accelerator. x_T (num_samples, *image_shape) is split like the samples, and
+    so is a model with per-image state (`model.for_images(start, stop, num_samples)`, see above).
     Returns the samples, or with return_trajectory (samples, frames (K, num_samples, ...), labels).
     """
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
@@ -40,7 +45,9 @@ def sample_in_chunks(sampler: Callable, model, schedule, num_samples: int, *, ch
     for start in tqdm(starts, desc=f"{len(starts)} chunks of {chunk_size}", disable=not progress or len(starts) == 1):
         size = min(chunk_size, num_samples - start)
         chunk_x_T = x_T[start:start + size] if x_T is not None else None
-        out = sampler(model, schedule, (size, *image_shape), x_T=chunk_x_T, return_trajectory=return_trajectory,
+        # e.g. Guided with one label per image: this chunk's labels, not the first `size` of them
+        chunk_model = model.for_images(start, start + size, num_samples) if hasattr(model, "for_images") else model
+        out = sampler(chunk_model, schedule, (size, *image_shape), x_T=chunk_x_T, return_trajectory=return_trajectory,
                       progress=progress and len(starts) == 1, **sampler_kwargs)
         if return_trajectory:
             out, chunk_frames, labels = out

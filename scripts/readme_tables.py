@@ -21,8 +21,7 @@ markdown, register it with @readme_table("name", command="the command that makes
 put the two markers where it goes in README.md. Read result files with
 notebook_support.results.latest_result / read_result: when a file does not exist yet they raise
 FileNotFoundError, and the region then reads "(no result file yet: run `command`)" instead of
-holding a table, so the README never shows a number no file holds. Two tables whose files do not
-exist yet (`quality-n2000`, `diffusers-like-for-like`) are registered below as examples.
+holding a table, so the README never shows a number no file holds.
 """
 
 from __future__ import annotations
@@ -43,7 +42,7 @@ from typing import Callable
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from notebook_support.environment import CHECKPOINT_DIR, PROJECT_ROOT  # noqa: E402
 from notebook_support.files import atomic_write_bytes, load_torch_file  # noqa: E402
-from notebook_support.results import META_KEYS, RESULTS_DIR, cite, latest_result  # noqa: E402
+from notebook_support.results import RESULTS_DIR, cite, latest_result, read_result  # noqa: E402
 
 README = PROJECT_ROOT / "README.md"
 
@@ -132,7 +131,7 @@ SHIPPED_CHECKPOINTS = {
 
 
 @readme_table("checkpoints", command="python scripts/train_checkpoints.py --out checkpoints "
-                                     "(unet_laptop.pt: python benchmarks/diffusers_compare.py)")
+                                     "(unet_laptop.pt: --only laptop)")
 def checkpoints_table(current: str) -> str:
     """The shipped checkpoints: hardware, training time, steps and final loss, read from each file."""
     rows = []
@@ -214,25 +213,112 @@ def notebooks_table(current: str) -> str:
     return _markdown_rows(header, rows)
 
 
-def result_summary(name: str) -> str:
-    """A stop-gap rendering of the newest result `name`: its top-level numbers and strings, one per
-    row, and the run that made them. Replace it with the table's real columns once its keys are settled."""
-    result = latest_result(name)
-    rows = [[f"`{key}`", f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)]
-            for key, value in result.items()
-            if key not in META_KEYS and isinstance(value, (int, float, str)) and not isinstance(value, bool)]
-    return _markdown_rows(["key", "value"], rows) + f"\n\nFrom {cite(result)}."
+def _measure(measure: dict, digits: int) -> str:
+    """'value [low, high]' of one {"value", "low", "high"} measure."""
+    return f"{measure['value']:,.{digits}f} [{measure['low']:,.{digits}f}, {measure['high']:,.{digits}f}]"
 
 
-# Tables whose result files do not exist yet. README.md does not place them yet; to place one, put
-# its two markers where it belongs: until its file exists the region reads "(no result file yet:
-# run `command`)". Give each its real columns (a function like checkpoints_table) when the file exists.
-readme_table("quality-n2000", command="the issue-17 quality run that writes benchmarks/results/"
-             "<date>_<hardware>_quality_n2000.json (write_result('quality_n2000', ...))")(
-    lambda current: result_summary("quality_n2000"))
-readme_table("diffusers-like-for-like", command="python benchmarks/diffusers_compare.py (once it writes "
-             "write_result('diffusers_like_for_like', ...))")(
-    lambda current: result_summary("diffusers_like_for_like"))
+QUALITY_COLUMNS = (("fid", "FID", 1), ("kid_x1e3", "KID ×10³", 1), ("precision", "precision", 3), ("recall", "recall", 3))
+QUALITY_ROWS = (  # benchmarks/quality.py run -> what the README calls it
+    ("unet-ddpm1000-clip", "U-Net (notebook 3), DDPM-1000, x̂₀ clipped"),
+    ("unet-ddim50-clip", "U-Net (notebook 3), DDIM-50, x̂₀ clipped"),
+    ("laptop-ddim50-clip", "laptop U-Net (notebook 3), DDIM-50, x̂₀ clipped"),
+    ("laptop-ddim50-noclip", "laptop U-Net (notebook 3), DDIM-50, not clipped"),
+    ("mlp-ddpm1000-noclip", "MLP (notebook 2), DDPM-1000, not clipped"),
+    ("mlp-ddpm1000-clip", "MLP (notebook 2), DDPM-1000, x̂₀ clipped"),
+)
+
+
+def _quality_row(label: str, report: dict, floor: dict | None, extra: list[str]) -> list[str]:
+    cells = [label]
+    for key, _, digits in QUALITY_COLUMNS:
+        cells.append(_measure(report[key], digits))
+        if key == "fid":
+            cells.append(f"{report['fid']['value'] / floor['fid']['value']:.1f}×" if floor else "1×")
+    return cells + [str(report["classes_with_5pct"])] + extra
+
+
+@readme_table("quality-n2000", command="python benchmarks/quality.py sample && python benchmarks/quality.py evaluate")
+def quality_table(current: str) -> str:
+    """The shipped models at the headline n (2,000): benchmarks/quality.py's result files, one per run,
+    each measured against the same floor (the same random training and test digits)."""
+    header = ["model, sampler", *(label for _, label, _ in QUALITY_COLUMNS[:1]), "× floor",
+              *(label for _, label, _ in QUALITY_COLUMNS[1:]), "classes ≥ 5 %", "digits/s"]
+    results, rows, missing = {}, [], []
+    for run, label in QUALITY_ROWS:
+        try:
+            results[run] = latest_result(f"quality_{run}")
+        except FileNotFoundError:
+            missing.append(f"{label} (`python benchmarks/quality.py sample --only {run}`, hours on a CPU)")
+    if not results:
+        raise FileNotFoundError("no quality_<run> result file yet")
+    first = next(iter(results.values()))
+    floor = first["floor"]
+    if any(r["n"] != first["n"] or r["floor"]["fid"] != floor["fid"] for r in results.values()):
+        raise ValueError("the quality result files were measured at different n or against different floors: "
+                         "re-run `python benchmarks/quality.py evaluate`")
+    for run, label in QUALITY_ROWS:
+        if run in results:
+            r = results[run]
+            rows.append(_quality_row(label, r["report"], floor, [f"{r['digits_per_second']:.1f}"]))
+    rows.append(_quality_row(f"real digits: {first['n']:,} random training digits (the floor)", floor, None, ["–"]))
+    hardware = first["hardware"]
+    text = _markdown_rows(header, rows)
+    text += (f"\n\nn = {first['n']:,} digits per row, seed {first['seed']}; {first['interval']}. Digits/s: sampling on "
+             f"{hardware['cpu']} ({hardware['cpu_cores']} cores, {hardware['cpu_capability']}), float32, chunks of 128. "
+             f"Files: `benchmarks/results/*_quality_<run>.json`, newest {Path(first['file']).name}.")
+    if missing:
+        text += "\n\nNot measured yet: " + "; ".join(missing) + "."
+    return text
+
+
+@readme_table("diffusers-like-for-like", command="python benchmarks/diffusers_compare.py train --budget 240 --n 500 "
+                                                 "&& python benchmarks/quality.py evaluate --only diffusers-compare --n 500")
+def diffusers_table(current: str) -> str:
+    """Notebook 3's U-Net against diffusers' UNet2DModel at equal CPU time (benchmarks/diffusers_compare.py)."""
+    rows_spec = (("ours", "notebook 3's `UNet`, laptop recipe"),
+                 ("diffusers-our-recipe", "diffusers `UNet2DModel`, laptop recipe (the same `train` call)"),
+                 ("diffusers-tutorial-recipe", "diffusers `UNet2DModel`, diffusers tutorial recipe"))
+    results = {row: _newest_compare(row) for row, _ in rows_spec}
+    first = results["ours"]
+    header = ["model, training recipe", "params", "steps × batch", "train s", "FID", "× floor",
+              *(label for _, label, _ in QUALITY_COLUMNS[1:]), "classes ≥ 5 %"]
+    rows = []
+    for row, label in rows_spec:
+        r, t = results[row], results[row]["training"]
+        cells = _quality_row(label, r["report"], r["floor"], [])
+        rows.append([cells[0], f"{r['params']:,}", f"{t['steps']:,} × {t['batch']}", f"{t['train_seconds']:.0f}",
+                     *cells[1:]])
+    floor_cells = _quality_row("real digits (the floor)", first["floor"], None, [])
+    rows.append([floor_cells[0], "", "", "", *floor_cells[1:]])
+    hardware = first["hardware"]
+    return (_markdown_rows(header, rows) +
+            f"\n\nEach model trained from scratch for {first['training']['budget_seconds']:.0f} s on {hardware['cpu']} "
+            f"({hardware['cpu_cores']} cores, {'bf16' if first['training']['bf16'] else 'float32'}), then "
+            f"{first['n']:,} DDIM-50 digits from the same x_T; seed {first['seed']}; {first['interval']}. "
+            f"Files: `benchmarks/results/*_quality_diffusers-compare-<row>_n{first['n']}.json`.")
+
+
+def _newest_compare(row: str) -> dict:
+    """The newest result of one diffusers_compare row, at whatever n it was measured."""
+    files = sorted(RESULTS_DIR.glob(f"*_quality_diffusers-compare-{row}_n*.json"))
+    if not files:
+        raise FileNotFoundError(f"no result file for the diffusers comparison row {row!r}")
+    return max((read_result(path) for path in files), key=lambda r: r["date"])
+
+
+@readme_table("garbage", command="python benchmarks/garbage_check.py")
+def garbage_table(current: str) -> str:
+    """The measuring stick against garbage: benchmarks/garbage_check.py's result file."""
+    result = latest_result("garbage_check")
+    sets = result["sets"]
+    floor = sets["real-data floor"]
+    columns = (("fid", "FID", 1), ("precision", "precision", 3), ("recall", "recall", 3), ("coverage", "coverage", 3))
+    rows = [[name, *(_measure(r[key], digits) for key, _, digits in columns), str(r["classes_with_5pct"])]
+            for name, r in sets.items()]
+    return (_markdown_rows(["images", *(label for _, label, _ in columns), "classes ≥ 5 %"], rows) +
+            f"\n\nn = {result['n']:,} images per set, seed {result['seed']}; 95 % intervals "
+            f"({floor['interval']}). From {cite(result)}.")
 
 
 # ---------------------------------------------------------------------------------------------
