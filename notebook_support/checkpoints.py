@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import io
 import json
 import math
 import marshal
+import os
+import re
 import sys
 import textwrap
 import tokenize
@@ -18,7 +21,7 @@ import torch
 import torch.nn as nn
 
 from .environment import PROJECT_ROOT
-from .files import atomic_torch_save, load_torch_file
+from .files import CorruptFileError, atomic_torch_save, load_torch_file
 
 # Keys every denoiser config holds besides the training function's own keyword arguments.
 BASE_KEYS = {"model": "a name for the model, used in cache file names, e.g. 'unet'",
@@ -65,7 +68,7 @@ TRAIN_KEY_CHECKS = {
     "lr": lambda v: _number_problem("lr", v, 0, 1, low_open=True),
     "grad_clip": lambda v: _number_problem("grad_clip", v, 0, low_open=True),
     "ema_decay": lambda v: _number_problem("ema_decay", v, 0, 1, high_open=True),
-    "seed": lambda v: _number_problem("seed", v, 0, integer=True),
+    "seed": lambda v: _number_problem("seed", v, 0, 2**64 - 1, integer=True),   # torch seeds are 64-bit
     "warmup_steps": lambda v: _number_problem("warmup_steps", v, 0, integer=True),
     "lr_decay": lambda v: None if v in ("none", "cosine") else f"lr_decay must be 'none' or 'cosine', got {v!r}",
     "min_snr_gamma": lambda v: None if v is None else _number_problem("min_snr_gamma", v, 0, low_open=True),
@@ -88,12 +91,124 @@ def _accepted_kwargs(model_class: type) -> list[str]:
     return names
 
 
-def validate_config(config: dict, model_class: type, train_fn) -> dict:
+def _training_keys_problem(config: dict, train_fn) -> str | None:
+    """A wrapper written as `def f(*args, **kwargs)` hides which keywords it passes on: say so,
+    instead of calling every training key of a valid config unknown."""
+    params = inspect.signature(train_fn).parameters.values()
+    var_keyword = [p.name for p in params if p.kind == p.VAR_KEYWORD]
+    named = {p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+    unread = sorted(set(config) - set(BASE_KEYS) - named)
+    if not (var_keyword and unread):
+        return None
+    name = getattr(inspect.unwrap(train_fn), "__name__", "the training function")
+    return (f"the training keys {unread} could not be read from {name}: it takes **{var_keyword[0]}, so its "
+            f"signature does not say which keywords it accepts (a wrapper of train written with *args, **kwargs?). "
+            f"Decorate the wrapper with @functools.wraps(train), which gives it train's signature, or bind "
+            f"arguments with functools.partial(train, ...)")
+
+
+def _warmup_problem(config: dict) -> str | None:
+    warmup, steps = config.get("warmup_steps", 0), config.get("num_steps")
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (warmup, steps)) or warmup <= steps:
+        return None   # a missing or mistyped key is reported on its own
+    return (f"warmup_steps ({warmup}) must not exceed num_steps ({steps}): the learning rate would still be "
+            "rising at the last step, so most of the run trains at a fraction of lr")
+
+
+def device_memory_bytes(device: torch.device | str) -> int | None:
+    """The memory of `device`: the GPU's own, else the machine's RAM (the smaller of the physical
+    memory and a cgroup limit, as in a container); None where neither can be read."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows)
+        return None
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        total = min(total, int(limit)) if limit.isdigit() else total
+    except OSError:
+        pass
+    return total
+
+
+def _gb(n: float) -> str:
+    return f"{n / 1e9:.3g} GB"
+
+
+def _activation_bytes_per_image(model: nn.Module, image_shape: tuple) -> int:
+    """Bytes of every module's output for one image (float32): a lower bound on what backward keeps."""
+    total = 0
+
+    def count(module, inputs, output):
+        nonlocal total
+        outputs = output if isinstance(output, (tuple, list)) else (output,)
+        total += sum(o.numel() * 4 for o in outputs if isinstance(o, torch.Tensor))
+
+    hooks = [m.register_forward_hook(count) for m in model.modules() if not list(m.children())]
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, *image_shape), torch.zeros(1, dtype=torch.long))   # (1, C, H, W), t = 0
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return total
+
+
+def _memory_problem(config: dict, model_class: type, meta_model: nn.Module, image_shape: tuple,
+                    device: torch.device, batch_size: int) -> str | None:
+    """Refuse sizes that cannot be allocated on `device`, naming the key. Each estimate is a lower
+    bound of what training needs (the schedule's float64 tables; weights, gradients, Adam's two
+    moments and the EMA copy in float32; every layer's output for the batch), compared with the
+    device's whole memory, so a config that fits is never refused."""
+    total = device_memory_bytes(device)
+    if total is None:
+        return None
+    needs = {"num_timesteps": 16 * 8 * config["num_timesteps"],
+             "model_kwargs": 5 * 4 * sum(p.numel() for p in meta_model.parameters())}
+    image_bytes = 4 * math.prod(image_shape)
+    needs["batch_size"] = batch_size * 4 * image_bytes   # x0, noise, x_t and the prediction
+    if sum(needs.values()) <= total:   # the model fits: measure its activations on one real image
+        try:
+            needs["batch_size"] = max(needs["batch_size"],
+                                      batch_size * _activation_bytes_per_image(model_class(**config["model_kwargs"]),
+                                                                               image_shape))
+        except Exception:   # a model that cannot run a 1-image probe keeps the input-size bound
+            pass
+    if sum(needs.values()) <= total:
+        return None
+    key = max(needs, key=needs.get)
+    what = {"num_timesteps": f"num_timesteps {config['num_timesteps']}: the schedule's tables alone need",
+            "model_kwargs": f"model_kwargs {config['model_kwargs']}: {model_class.__name__}'s weights, gradients, "
+                            "Adam moments and EMA copy need",
+            "batch_size": f"batch_size {batch_size}: one training step's activations need"}[key]
+    return (f"{what} at least {_gb(needs[key])}, more than the {_gb(total)} of memory of {device.type} here "
+            f"({', '.join(f'{k} {_gb(v)}' for k, v in needs.items())}); lower {key}")
+
+
+def _build_on_meta(model_class: type, kwargs: dict) -> nn.Module:
+    """model_class(**kwargs) with shapes but no memory, so a huge width is refused, not allocated.
+    Sizes beyond what a tensor can hold raise ValueError."""
+    try:
+        with torch.device("meta"):
+            return model_class(**kwargs)
+    except (NotImplementedError, RuntimeError) as exc:
+        if "overflow" in str(exc).lower():
+            raise ValueError(f"sizes too large for any tensor ({exc})") from None
+        return model_class(**kwargs)   # an __init__ that computes with its tensors: build it for real
+
+
+def validate_config(config: dict, model_class: type, train_fn, *, image_shape: tuple | None = None,
+                    device: torch.device | str | None = None) -> dict:
     """Check a denoiser config once, up front, and return it normalized (see normalize_config).
 
     Allowed keys: BASE_KEYS plus the keyword arguments of `train_fn` (num_steps, lr, ...);
-    model_kwargs must name arguments of `model_class`, which is built once to let it reject
-    nonsense sizes. Raises one ValueError that lists every problem and the allowed keys.
+    model_kwargs must name arguments of `model_class`, which is built once (without memory) to let
+    it reject nonsense sizes; warmup_steps may not exceed num_steps. Given the data's
+    `image_shape` and the `device`, sizes whose memory the device does not have are refused too
+    (num_timesteps, model_kwargs, batch_size). Raises one ValueError that lists every problem and
+    the allowed keys.
     """
     config = normalize_config(config)
     train_params = [p for p in inspect.signature(train_fn).parameters.values()
@@ -102,7 +217,9 @@ def validate_config(config: dict, model_class: type, train_fn) -> dict:
     problems = [f"missing key {key!r}: {what}" for key, what in BASE_KEYS.items() if key not in config]
     problems += [f"missing key {p.name!r} ({getattr(train_fn, '__name__', 'the training function')} has no default for it)"
                  for p in train_params if p.default is inspect.Parameter.empty and p.name not in config]
-    problems += [f"unknown key {key!r}" for key in sorted(set(config) - set(BASE_KEYS) - train_keys)]
+    unreadable = _training_keys_problem(config, train_fn)
+    problems += [unreadable] if unreadable else [f"unknown key {key!r}"
+                                                 for key in sorted(set(config) - set(BASE_KEYS) - train_keys)]
     if "model" in config and not (isinstance(config["model"], str) and config["model"].isidentifier()):
         problems.append(f"model must be a short name such as 'unet', got {config['model']!r}")
     if "schedule" in config and config["schedule"] not in ("linear", "cosine"):
@@ -112,7 +229,8 @@ def validate_config(config: dict, model_class: type, train_fn) -> dict:
     for key, check in TRAIN_KEY_CHECKS.items():
         if key in config and key in train_keys:
             problems.append(check(config[key]))
-    kwargs = config.get("model_kwargs")
+    problems.append(_warmup_problem(config))
+    kwargs, meta_model = config.get("model_kwargs"), None
     if "model_kwargs" in config and not isinstance(kwargs, dict):
         problems.append(f"model_kwargs must be a dict, got {type(kwargs).__name__}")
     elif isinstance(kwargs, dict):
@@ -122,10 +240,16 @@ def validate_config(config: dict, model_class: type, train_fn) -> dict:
             problems.append(f"model_kwargs has unknown keys {unknown}; {model_class.__name__} accepts {accepted}")
         else:
             try:
-                model_class(**kwargs)
+                meta_model = _build_on_meta(model_class, kwargs)
             except (ValueError, TypeError) as exc:
                 problems.append(f"{model_class.__name__}(**model_kwargs) refused: {exc}")
     problems = [p for p in problems if p]
+    if not problems and meta_model is not None and image_shape is not None and device is not None:
+        param = inspect.signature(train_fn).parameters.get("batch_size")
+        batch_size = config.get("batch_size", 1 if param is None or param.default is param.empty else param.default)
+        problems.append(_memory_problem(config, model_class, meta_model, tuple(image_shape), torch.device(device),
+                                        batch_size))
+        problems = [p for p in problems if p]
     if problems:
         allowed = sorted(set(BASE_KEYS) | train_keys)
         raise ValueError(f"the config has {len(problems)} problem(s):\n  - " + "\n  - ".join(problems)
@@ -153,14 +277,17 @@ def _normalize_source(source: str) -> str:
     return "\n".join(line for line in lines if line.strip())
 
 
+def _is_project_file(file) -> bool:
+    return file is not None and Path(file).resolve().is_relative_to(PROJECT_ROOT) and \
+        "site-packages" not in Path(file).parts
+
+
 def _is_project_code(obj) -> bool:
     """Defined in a notebook (module __main__) or in a module under the project root."""
     module = sys.modules.get(getattr(obj, "__module__", None) or "")
     if module is None or module.__name__ == "__main__":
         return module is not None
-    file = getattr(module, "__file__", None)
-    return file is not None and Path(file).resolve().is_relative_to(PROJECT_ROOT) and \
-        "site-packages" not in Path(file).parts
+    return _is_project_file(getattr(module, "__file__", None))
 
 
 def _code_names(code: types.CodeType) -> set[str]:
@@ -179,18 +306,26 @@ def _function_digest(function) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def architecture_fingerprint(model: nn.Module) -> dict:
-    """What the weights mean: parameter names and shapes, and the source (comments and blank
-    lines ignored) of every project-defined class in the model and of every project function
-    those classes call by name, e.g. {"parameters": ..., "ResBlock.forward": ...}.
+def _called(function) -> list:
+    """The classes and functions `function` can call by name: globals it names, attributes it
+    names of project modules it uses (`du.diffusion_loss`), and functions in its closure."""
+    names, globals_ = _code_names(function.__code__), function.__globals__
+    found = [globals_[n] for n in names if isinstance(globals_.get(n), (type, types.FunctionType))]
+    for module in {globals_[n] for n in names if isinstance(globals_.get(n), types.ModuleType)}:
+        if _is_project_file(getattr(module, "__file__", None)):
+            found += [getattr(module, n) for n in names if isinstance(getattr(module, n, None), (type, types.FunctionType))]
+    for cell in function.__closure__ or ():
+        try:
+            found += [cell.cell_contents] if isinstance(cell.cell_contents, (type, types.FunctionType)) else []
+        except ValueError:  # an empty cell
+            pass
+    return found
 
-    Editing a class in a notebook cell changes its entry, so weights trained for the old code
-    are never loaded into the new one silently.
-    """
-    shapes = [(name, list(tensor.shape)) for name, tensor in model.state_dict().items()]
-    parts = {"parameters": hashlib.sha256(json.dumps(shapes).encode()).hexdigest()[:12]}
-    todo = [type(m) for m in model.modules()]
-    seen: set = set()
+
+def _code_parts(roots: list) -> dict:
+    """{qualified name: digest of its source} for every project class method and function
+    reachable from `roots` (classes and functions), following calls by name and base classes."""
+    parts, todo, seen = {}, list(roots), set()
     while todo:
         obj = todo.pop()
         if obj in seen or not _is_project_code(obj):
@@ -205,21 +340,98 @@ def architecture_fingerprint(model: nn.Module) -> dict:
             functions = {obj.__qualname__: obj}
         for name, function in functions.items():
             parts[name] = _function_digest(function)
-            globals_ = function.__globals__
-            todo += [globals_[n] for n in _code_names(function.__code__)
-                     if isinstance(globals_.get(n), (type, types.FunctionType))]
+            todo += _called(function)
+    return parts
+
+
+def architecture_fingerprint(model: nn.Module) -> dict:
+    """What the weights mean: parameter names and shapes, and the source (comments and blank
+    lines ignored) of every project-defined class in the model and of every project function
+    those classes call by name, e.g. {"parameters": ..., "ResBlock.forward": ...}.
+
+    Editing a class in a notebook cell changes its entry, so weights trained for the old code
+    are never loaded into the new one silently.
+    """
+    shapes = [(name, list(tensor.shape)) for name, tensor in model.state_dict().items()]
+    parts = {"parameters": hashlib.sha256(json.dumps(shapes).encode()).hexdigest()[:12]}
+    parts.update(_code_parts([type(m) for m in model.modules()]))
     return {"parts": dict(sorted(parts.items()))}
 
 
-def architecture_changes(stored: dict | None, current: dict) -> list[str]:
+def unwrap_training_function(train_fn) -> tuple:
+    """(the function that trains, positional arguments bound to it, keyword arguments bound to it):
+    functools.partial layers are taken apart (an outer keyword wins, as in a call) and a wrapper
+    made with functools.wraps counts as the function it wraps (it must not change what training
+    does: bind arguments with functools.partial instead, which the key covers)."""
+    function, args, kwargs = train_fn, [], {}
+    while True:
+        if isinstance(function, functools.partial):
+            args, kwargs = list(function.args) + args, {**function.keywords, **kwargs}
+            function = function.func
+        elif hasattr(function, "__wrapped__"):
+            function = function.__wrapped__
+        else:
+            return function, args, kwargs
+
+
+def value_fingerprint(value):
+    """A JSON-able stand-in for an argument that equals another's exactly when the values are
+    equal: tensors and arrays by shape, dtype and a hash of every byte; functions by source."""
+    if isinstance(value, torch.Tensor):
+        flat = value.detach().to("cpu").contiguous().reshape(-1)
+        data = flat.view(torch.uint8).numpy() if flat.numel() else b""   # the raw bytes, any dtype
+        return {"tensor": list(value.shape), "dtype": str(value.dtype), "sha256": hashlib.sha256(data).hexdigest()[:16]}
+    if type(value).__module__ == "numpy" and hasattr(value, "tobytes"):   # arrays and numpy scalars
+        return {"array": list(getattr(value, "shape", ())), "dtype": str(value.dtype),
+                "sha256": hashlib.sha256(value.tobytes()).hexdigest()[:16]}
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [value_fingerprint(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): value_fingerprint(v) for k, v in value.items()}
+    if isinstance(value, (types.FunctionType, type)):
+        return {"code": value.__qualname__, "parts": _code_parts([value])}
+    return {"object": type(value).__qualname__, "repr": re.sub(r" at 0x[0-9a-fA-F]+", "", repr(value))[:200]}
+
+
+def training_fingerprint(train_fn) -> tuple[dict, dict]:
+    """What the training function contributes to the weights, as (training code, bound arguments):
+    the source (comments and blank lines ignored) of the training function and of every project
+    function and class it calls, e.g. {"parts": {"train": ..., "train_step": ..., "EMA.update": ...,
+    "diffusion_loss": ...}}, and a fingerprint of every argument bound with functools.partial,
+    e.g. {"labels": {"tensor": [60000], "dtype": "torch.int64", "sha256": ...}}."""
+    function, args, kwargs = unwrap_training_function(train_fn)
+    code = {"parts": dict(sorted(_code_parts([function]).items()))}
+    bound = {**{f"positional argument {i}": v for i, v in enumerate(args)}, **kwargs}
+    return code, json.loads(json.dumps({k: value_fingerprint(v) for k, v in sorted(bound.items())}))
+
+
+def architecture_changes(stored: dict | None, current: dict, what: str = "architecture") -> list[str]:
     """Human-readable differences between two fingerprints (empty when they match)."""
     if not stored or "parts" not in stored:
-        return ["the checkpoint records no architecture fingerprint"]
+        return [f"the checkpoint records no {what} fingerprint"]
     old, new = stored["parts"], current["parts"]
     changes = [f"{name} changed" for name in sorted(set(old) & set(new)) if old[name] != new[name]]
     changes += [f"{name} is new" for name in sorted(set(new) - set(old))]
     changes += [f"{name} is gone" for name in sorted(set(old) - set(new))]
     return [c.replace("parameters changed", "parameter names or shapes changed") for c in changes]
+
+
+def _data_changes(stored: dict | None, current: dict) -> list[str]:
+    if not stored:
+        return ["the checkpoint records no data fingerprint"]
+    changes = [f"stored {key} {stored.get(key)} vs wanted {current.get(key)}" for key in ("shape", "dtype")
+               if stored.get(key) != current.get(key)]
+    return changes or (["other values (same shape and dtype)"] if stored != current else [])
+
+
+def _bound_changes(stored: dict | None, current: dict) -> list[str]:
+    if stored is None:
+        return [f"the checkpoint records none, wanted {sorted(current)}"] if current else []
+    changes = [f"{name} differs" for name in sorted(set(stored) & set(current)) if stored[name] != current[name]]
+    changes += [f"{name} is new" for name in sorted(set(current) - set(stored))]
+    return changes + [f"{name} is gone" for name in sorted(set(stored) - set(current))]
 
 
 def config_diff(stored: dict, wanted: dict) -> list[str]:
@@ -229,10 +441,11 @@ def config_diff(stored: dict, wanted: dict) -> list[str]:
             for k in sorted(set(stored) | set(wanted)) if stored.get(k, "<missing>") != wanted.get(k, "<missing>")]
 
 
-def config_tag(config: dict, architecture: dict | None = None) -> str:
-    """A short stable hash of a config (and an architecture fingerprint), for cache file names."""
-    text = json.dumps([normalize_config(config), architecture], sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:10]
+def config_tag(config: dict, architecture: dict | None = None, run: dict | None = None) -> str:
+    """A short stable hash of a config (and an architecture fingerprint, and a run's training
+    code, bound arguments and data: see checkpoint_mismatch), for cache file names."""
+    keyed = [normalize_config(config), architecture] + ([run] if run is not None else [])
+    return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:10]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -258,14 +471,45 @@ def save_checkpoint(path: str | Path, model: nn.Module, config: dict, architectu
     return Path(path)
 
 
-def checkpoint_mismatch(payload: dict, config: dict | None, architecture: dict | None) -> list[str]:
-    """Why a loaded checkpoint does not fit this config and architecture (empty when it does)."""
+def checkpoint_mismatch(payload: dict, config: dict | None, architecture: dict | None,
+                        run: dict | None = None) -> list[str]:
+    """Why a loaded checkpoint does not fit this config and architecture (empty when it does),
+    each reason headed by what differs: "config", "model code", and, given a `run` of
+    {"training_code", "bound_arguments", "data"} (what notebook_support.training records),
+    "training code", "bound arguments" and "data"."""
     reasons = []
     if config is not None:
         reasons += [f"config {d}" for d in config_diff(payload.get("config", {}), config)]
     if architecture is not None:
-        reasons += [f"code: {c}" for c in architecture_changes(payload.get("architecture"), architecture)]
+        reasons += [f"model code: {c}" for c in architecture_changes(payload.get("architecture"), architecture)]
+    if run is not None:
+        reasons += [f"training code: {c}" for c in architecture_changes(payload.get("training_code"),
+                                                                       run["training_code"], "training-code")]
+        reasons += [f"bound arguments: {c}" for c in _bound_changes(payload.get("bound_arguments"),
+                                                                   run["bound_arguments"])]
+        reasons += [f"data: {c}" for c in _data_changes(payload.get("data"), run["data"])]
     return reasons
+
+
+def load_weights(model: nn.Module, payload: dict, path: str | Path) -> None:
+    """Load a checkpoint's state dict into `model`, after checking that every tensor fits: a file whose
+    config and fingerprint fit but whose tensors do not (damaged, or edited after it was written)
+    raises CorruptFileError naming it, and leaves the model untouched."""
+    state, expected = payload.get("state_dict"), model.state_dict()
+    if not isinstance(state, dict):
+        problems = [f"its state_dict is a {type(state).__name__}, not a dict"]
+    else:
+        problems = [f"{k} is missing" for k in expected if k not in state]
+        problems += [f"{k} is unexpected" for k in state if k not in expected]
+        problems += [f"{k} has shape {tuple(v.shape)} instead of {tuple(expected[k].shape)}" if isinstance(v, torch.Tensor)
+                     else f"{k} is a {type(v).__name__}, not a tensor" for k, v in state.items()
+                     if k in expected and not (isinstance(v, torch.Tensor) and v.shape == expected[k].shape)]
+    if problems:
+        more = f" and {len(problems) - 3} more" if len(problems) > 3 else ""
+        raise CorruptFileError(f"the checkpoint {path} records this config and code, but its weights do not fit "
+                               f"{type(model).__name__}: {'; '.join(problems[:3])}{more}. It was damaged or edited "
+                               "after it was written; delete it")
+    model.load_state_dict(state)
 
 
 def load_checkpoint(path: str | Path, model: nn.Module | None = None, config: dict | None = None,
@@ -282,5 +526,5 @@ def load_checkpoint(path: str | Path, model: nn.Module | None = None, config: di
     if reasons:
         raise ValueError(f"checkpoint {path} does not fit: " + "; ".join(reasons))
     if model is not None:
-        model.load_state_dict(payload["state_dict"])
+        load_weights(model, payload, path)
     return payload

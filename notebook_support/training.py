@@ -5,14 +5,18 @@ module only decides whether to train at all, and makes a run survive interruptio
 
     load_or_train(config, UNet, train, data, "checkpoints/unet_default.pt")
 
-loads the shipped file when its stored config *and* architecture equal the notebook's, else a
-cached one trained earlier for exactly this config and code, else trains now with `train`,
-saving its state every two minutes (an interruption loses at most that) and bit-exactly
-resumable, and caches the result in checkpoints/cache/<model>_<tag>.pt.
+loads the shipped file when everything that shaped its weights equals the notebook's -- the
+config, the model's code, the training function's code, the arguments bound into it with
+functools.partial (e.g. labels) and the data -- else a cached one trained earlier for exactly
+these, else trains now with `train`, saving its state every two minutes (an interruption loses
+at most that) and bit-exactly resumable, and caches the result in
+checkpoints/cache/<model>_<tag>.pt. A config's `bf16` means bfloat16 autocast where the device
+computes it natively, else float32 (emulated bf16 is slower than float32): `choose_bf16`.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import inspect
 import json
@@ -27,23 +31,18 @@ import torch.nn as nn
 
 import diffusion_utils as du
 
-from .checkpoints import (architecture_fingerprint, checkpoint_mismatch, config_tag, save_checkpoint,
-                          validate_config)
+from .checkpoints import (architecture_fingerprint, checkpoint_mismatch, config_tag, load_weights, normalize_config,
+                          save_checkpoint, training_fingerprint, unwrap_training_function, validate_config,
+                          value_fingerprint)
 from .environment import CACHE_DIR, PROJECT_ROOT, get_device
 from .files import CorruptFileError, atomic_torch_save, check_writable, load_torch_file
 
 
 def data_fingerprint(data: torch.Tensor) -> dict:
-    """Shape, dtype, a hash of every 97th item and the sums of all values and their squares: cheap,
-    yet different for other data."""
-    sample = data[::97].detach().to("cpu", torch.float32).contiguous()
-    total = square_total = 0.0  # sums over every item catch changes the stride misses
-    for chunk in data.detach().split(4096):  # in float64, a chunk at a time: no full-size copy
-        chunk = chunk.double()
-        total, square_total = total + chunk.sum().item(), square_total + chunk.pow(2).sum().item()
-    return {"shape": list(data.shape), "dtype": str(data.dtype),
-            "sha256": hashlib.sha256(sample.numpy().tobytes()).hexdigest()[:16],
-            "sums": [round(total, 6), round(square_total, 6)]}
+    """Shape, dtype and a SHA-256 of every byte (read on the CPU, so the same on every device and
+    thread count): equal only for the same data, and cheap (one pass of a hash, no arithmetic)."""
+    fingerprint = value_fingerprint(data)
+    return {"shape": fingerprint["tensor"], "dtype": fingerprint["dtype"], "sha256": fingerprint["sha256"]}
 
 
 def hardware_name(device: torch.device) -> str:
@@ -59,8 +58,8 @@ class Resumer:
     The state is what the loop passes in: {"model", "optimizer", "ema", "generator", "losses"}.
     Besides their state dicts it stores the generator's and torch's global RNG states (dropout
     draws from the latter), so a resumed run is bit-identical to an uninterrupted one on the
-    same machine. `identity` (config, architecture, schedule, data fingerprint) must match the
-    file's, or restore refuses with an error that names the file.
+    same machine. `identity` (config, architecture, training code, bound arguments, data,
+    schedule, precision) must match the file's, or restore refuses with an error that names the file.
     """
 
     def __init__(self, path: str | Path, identity: dict, save_every_s: float = 120.0):
@@ -73,6 +72,8 @@ class Resumer:
             return 0
         try:
             saved = load_torch_file(self.path, what="resume file")
+        except FileNotFoundError:  # a second run of the same config finished and removed it just now
+            return 0
         except CorruptFileError as exc:
             print(f"{exc}; starting from step 0 instead")
             self.path.unlink(missing_ok=True)
@@ -123,66 +124,157 @@ def train_kwargs(config: dict) -> dict:
     return {k: v for k, v in config.items() if k not in ("model", "model_kwargs", "schedule", "num_timesteps")}
 
 
-def _save_somewhere(path: Path, model: nn.Module, config: dict, architecture: dict, extra: dict) -> Path:
-    """Save to `path`; if that fails, to the system temp folder, saying where (weights are never lost)."""
+def choose_bf16(device: torch.device | str) -> tuple[bool, str]:
+    """(whether bf16 autocast is native on `device`, why). Where it is not, autocast still runs but
+    converts in software, slower than float32 (benchmarks/precision_choice.py measures both), so a
+    config's bf16 is used only where native: CPUs with AVX512-BF16 or AMX, GPUs that report native
+    bf16. The answer depends on the machine alone, so a resumed run uses the same precision."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        try:
+            native = torch.cuda.is_bf16_supported(including_emulation=False)
+        except TypeError:  # older torch: no emulation to exclude
+            native = torch.cuda.is_bf16_supported()
+        name = torch.cuda.get_device_name(device)
+        return native, f"{name} {'computes' if native else 'does not compute'} bfloat16 natively"
+    if device.type == "cpu":
+        features = [name for name, probe in (("AVX512-BF16", "_is_avx512_bf16_supported"), ("AMX", "_is_amx_tile_supported"))
+                    if getattr(torch.cpu, probe, lambda: False)()]
+        if features:
+            return True, f"this CPU computes bfloat16 natively ({' and '.join(features)})"
+        return False, (f"this CPU ({torch.backends.cpu.get_cpu_capability()}) has no native bfloat16 (AVX512-BF16 or "
+                       "AMX), so bf16 autocast would be emulated, slower than float32")
+    return False, f"bf16 autocast is not measured on {device.type} in this project"
+
+
+def training_settings(config: dict, device: torch.device | str) -> tuple[dict, str | None]:
+    """The keyword arguments the runner passes to the training function: the config's, with `bf16`
+    resolved for `device` (choose_bf16), and one line saying which precision and why (None when
+    the config does not ask for bf16)."""
+    kwargs = train_kwargs(config)
+    if not kwargs.get("bf16"):
+        return kwargs, None
+    kwargs["bf16"], why = choose_bf16(device)
+    return kwargs, (f"precision: bf16 autocast, as the config asks: {why}" if kwargs["bf16"]
+                    else f"precision: float32 instead of the config's bf16: {why}")
+
+
+def run_fingerprint(train_fn: Callable, data: torch.Tensor) -> dict:
+    """What shapes the weights besides the config and the model's code: {"training_code",
+    "bound_arguments", "data"} (see checkpoints.training_fingerprint and data_fingerprint)."""
+    training_code, bound_arguments = training_fingerprint(train_fn)
+    return {"training_code": training_code, "bound_arguments": bound_arguments, "data": data_fingerprint(data)}
+
+
+def _cache_path(cache_dir: Path, config: dict, architecture: dict, run: dict) -> Path:
+    return Path(cache_dir) / f"{config['model']}_{config_tag(config, architecture, run)}.pt"
+
+
+def cache_file(config: dict, model_class: type, train_fn: Callable, data: torch.Tensor,
+               cache_dir: str | Path = CACHE_DIR) -> Path:
+    """The file load_or_train caches this model in: its name's tag hashes the config, the model's
+    code, the training code, the bound arguments and the data."""
+    model = model_class(**config["model_kwargs"])
+    return _cache_path(Path(cache_dir), normalize_config(config), architecture_fingerprint(model),
+                       run_fingerprint(train_fn, data))
+
+
+def _save_somewhere(path: Path, model: nn.Module, config: dict, architecture: dict, extra: dict,
+                    resume_path: Path) -> Path:
+    """Save to `path`; if that fails, to a new folder of this user's own in the system temp folder
+    (tempfile.mkdtemp: a fresh name, mode 0700, so another user's folder there never blocks it),
+    saying where. If that fails too, raise OSError saying plainly that the weights could not be
+    saved and where the last resume state is."""
     try:
         return save_checkpoint(path, model, config, architecture, **extra)
     except OSError as exc:
-        fallback = Path(tempfile.gettempdir()) / "mnist-diffusion" / path.name
-        save_checkpoint(fallback, model, config, architecture, **extra)
-        print(f"could not write {path} ({type(exc).__name__}: {exc}); the trained weights are in {fallback}")
-        return fallback
+        failures = [f"{path} ({type(exc).__name__}: {exc})"]
+    folder = None
+    try:
+        folder = Path(tempfile.mkdtemp(prefix="mnist-diffusion-"))
+        fallback = save_checkpoint(folder / path.name, model, config, architecture, **extra)
+    except OSError as exc:
+        failures.append(f"{folder or 'a new folder in ' + tempfile.gettempdir()} ({type(exc).__name__}: {exc})")
+        resume = (f"the last resume state is {resume_path}: run the same config again to continue from it"
+                  if resume_path.is_file() else "no resume state was saved (the run was shorter than the save interval)")
+        raise OSError(f"the trained weights could not be saved: {'; nor to '.join(failures)}. {resume}") from None
+    print(f"could not write {failures[0]}; the trained weights are in {fallback}")
+    return fallback
 
 
 def train_from_config(config: dict, model_class: type, train_fn: Callable, data: torch.Tensor,
                       path: str | Path, *, device: torch.device | str | None = None, progress: bool = True,
                       save_every_s: float = 120.0, hardware: str | None = None) -> tuple[nn.Module, dict]:
     """Train the model `config` describes with `train_fn` on `device` (default: the best one) and
-    save its EMA weights, config, architecture, steps, final loss (mean of the last 500 steps), a
-    loss curve (means of 50 steps), time and hardware to `path`. Resumable from a hidden file
-    beside `path`. Returns (EMA model in eval mode, checkpoint payload)."""
-    config = validate_config(config, model_class, train_fn)
+    save its EMA weights, config, architecture, training code, bound arguments, data fingerprint,
+    precision, steps, final loss (mean of the last 500 steps), a loss curve (means of 50 steps),
+    time and hardware to `path`. Resumable from a hidden file beside `path`. A config's bf16 is
+    used only where native (choose_bf16); one line says which precision and why. Returns (EMA
+    model in eval mode, checkpoint payload)."""
+    device = torch.device(device) if device is not None else get_device()
+    config = validate_config(config, model_class, train_fn, image_shape=tuple(data.shape[1:]), device=device)
     path = Path(path)
     check_writable(path.parent)  # fail now, not after hours of training
-    device = torch.device(device) if device is not None else get_device()
+    kwargs, precision = training_settings(config, device)
+    if precision:
+        print(precision)
     torch.manual_seed(_setting(config, train_fn, "seed", 0))  # the config's seed fixes the initial weights too
     model = model_class(**config["model_kwargs"])
     architecture = architecture_fingerprint(model)
     data = data.to(device)
     schedule = _schedule_for(config, device)
-    identity = {"config": config, "architecture": architecture, "data": data_fingerprint(data),
+    run = run_fingerprint(train_fn, data)
+    used = "bf16 autocast" if kwargs.get("bf16") else "float32"
+    identity = {"config": config, "architecture": architecture, **run, "precision": used,
                 "betas": hashlib.sha256(schedule.betas.cpu().numpy().tobytes()).hexdigest()[:16]}
     resume_path = path.with_name(f".{path.stem}.resume.pt")
     resumer = Resumer(resume_path, identity, save_every_s)
     started = time.perf_counter()
-    ema_model, losses = train_fn(model.to(device), schedule, data, progress=progress, resume=resumer,
-                                 **train_kwargs(config))
+    ema_model, losses = train_fn(model.to(device), schedule, data, progress=progress, resume=resumer, **kwargs)
     seconds = time.perf_counter() - started
     losses_t = torch.as_tensor(losses, dtype=torch.float64)  # (steps,)
     curve = losses_t[: len(losses_t) // 50 * 50].reshape(-1, 50).mean(1)  # (steps // 50,)
-    extra = {"steps": len(losses), "final_loss": losses_t[-500:].mean().item(),
+    extra = {**run, "precision": used, "steps": len(losses), "final_loss": losses_t[-500:].mean().item(),
              "loss_curve_every_50": curve.tolist(), "train_seconds": seconds,
              "hardware": hardware or hardware_name(device)}
-    saved_to = _save_somewhere(path, ema_model, config, architecture, extra)
+    saved_to = _save_somewhere(path, ema_model, config, architecture, extra, resume_path)
     resume_path.unlink(missing_ok=True)
     return ema_model.eval(), load_torch_file(saved_to)
 
 
-def seconds_per_step(model: nn.Module, config: dict, device: torch.device, repeats: int = 2, *,
-                     image_shape: tuple = (1, 28, 28), batch_size: int | None = None) -> float:
-    """Time of one training step (forward + backward at the config's batch size), measured now."""
-    model = model.to(device).train()
-    schedule = _schedule_for(config, device)
-    batch_size = batch_size if batch_size is not None else config.get("batch_size", 128)
-    x0 = torch.zeros(batch_size, *image_shape, device=device)  # (B, 1, 28, 28) for MNIST
-    du.diffusion_loss(model, schedule, x0).backward()  # warm-up
+WARM_STEPS, TIMED_STEPS = 2, 3   # the estimate of load_or_train: steps of the loop run before timing, and timed
+
+
+class _StepClock:
+    """Stands in for a Resumer to time the loop: it restores nothing and notes the time after every step."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.times = device, []
+
+    def restore(self, state: dict) -> int:
+        return 0
+
+    def maybe_save(self, state: dict) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.times.append(time.perf_counter())
+
+
+def seconds_per_step(model: nn.Module, train_fn: Callable, data: torch.Tensor, schedule: du.DiffusionSchedule,
+                     kwargs: dict, *, warm_steps: int = WARM_STEPS, timed_steps: int = TIMED_STEPS) -> float:
+    """Seconds per step of the training loop itself with the settings it will use (`kwargs`:
+    precision, batch size, loss weights, bound labels), timed over `timed_steps` steps after
+    `warm_steps` warm-up steps, on a copy of `model` (the first steps are slow: allocation, kernel
+    choice). A functools.wraps wrapper is timed as the function it wraps (see
+    checkpoints.unwrap_training_function)."""
+    function, args, bound = unwrap_training_function(train_fn)
+    clock = _StepClock(data.device)
     started = time.perf_counter()
-    for _ in range(repeats):
-        du.diffusion_loss(model, schedule, x0).backward()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    model.zero_grad(set_to_none=True)
-    return (time.perf_counter() - started) / repeats
+    function(*args, copy.deepcopy(model), schedule, data,
+             **{**bound, **kwargs, "num_steps": warm_steps + timed_steps, "progress": False, "resume": clock})
+    if len(clock.times) > warm_steps >= 1:
+        return (clock.times[-1] - clock.times[warm_steps - 1]) / (len(clock.times) - warm_steps)
+    return (time.perf_counter() - started) / (warm_steps + timed_steps)   # a loop that never calls maybe_save
 
 
 def _duration(seconds: float) -> str:
@@ -200,23 +292,28 @@ def load_or_train(config: dict, model_class: type, train_fn: Callable, data: tor
                   device: torch.device | str | None = None, progress: bool = True) -> tuple[nn.Module, dict]:
     """The EMA model for `config`, built from `model_class` (the notebook's own class):
 
-    1. the shipped checkpoint, when its stored config and architecture equal this config and
-       this class's code (relative paths are read from the project root, not the working folder);
-    2. else a cached checkpoint trained earlier for exactly this config and code;
-    3. else train now with `train_fn` (one line says why, and how long it will take here),
-       resumable, cached under checkpoints/cache/; the shipped file is never overwritten.
+    1. the shipped checkpoint, when what shaped its weights equals what would shape them now:
+       the config, this class's code, the code of `train_fn` and the project functions it calls,
+       the arguments bound into `train_fn` with functools.partial (e.g. labels) and the data
+       (relative paths are read from the project root, not the working folder);
+    2. else a cached checkpoint trained earlier for exactly these (cache_file names it);
+    3. else train now with `train_fn`: one line says why (which of config, model code, training
+       code, bound arguments and data differ) and how long it will take here, timed on a few
+       steps of the loop after warm-up with the settings it will use; resumable, cached under
+       checkpoints/cache/; the shipped file is never overwritten.
     Returns (model in eval mode on `device`, checkpoint payload).
     """
-    config = validate_config(config, model_class, train_fn)
     device = torch.device(device) if device is not None else get_device()
+    config = validate_config(config, model_class, train_fn, image_shape=tuple(data.shape[1:]), device=device)
     why = "no checkpoint is shipped for it"
     if shipped_path is not None:
         shipped_path = Path(shipped_path)
         shipped_path = shipped_path if shipped_path.is_absolute() else PROJECT_ROOT / shipped_path
     model = model_class(**config["model_kwargs"])
     architecture = architecture_fingerprint(model)
+    run = run_fingerprint(train_fn, data)
     cache_dir = Path(cache_dir)
-    cache_path = cache_dir / f"{config['model']}_{config_tag(config, architecture)}.pt"
+    cache_path = _cache_path(cache_dir, config, architecture, run)
     for path in (shipped_path, cache_path):
         if path is None:
             continue
@@ -225,7 +322,10 @@ def load_or_train(config: dict, model_class: type, train_fn: Callable, data: tor
                 why = f"the shipped checkpoint {_shown(shipped_path)} is missing"
             continue
         try:
-            payload = load_torch_file(path)
+            payload = load_torch_file(path)   # damaged bytes (CRC) or tensors that do not fit: CorruptFileError
+            reasons = checkpoint_mismatch(payload, config, architecture, run)
+            if not reasons:
+                load_weights(model, payload, path)
         except CorruptFileError as exc:
             print(f"{exc}; it will be rebuilt" if path == cache_path else str(exc))
             if path == cache_path:
@@ -233,17 +333,16 @@ def load_or_train(config: dict, model_class: type, train_fn: Callable, data: tor
             else:
                 why = f"the shipped checkpoint {_shown(shipped_path)} cannot be read"
             continue
-        reasons = checkpoint_mismatch(payload, config, architecture)
         if not reasons:
-            model.load_state_dict(payload["state_dict"])
             print(f"loaded {path.name} ({payload['steps']} steps, final loss {payload['final_loss']:.4f})")
             return model.to(device).eval(), payload
         if path == shipped_path:
             why = f"{_shown(shipped_path)} does not fit: " + "; ".join(reasons)
-    per_step = seconds_per_step(model, config, device, image_shape=tuple(data.shape[1:]),
-                                batch_size=_setting(config, train_fn, "batch_size", 128))
     check_writable(cache_dir)
+    kwargs, _ = training_settings(config, device)
+    per_step = seconds_per_step(model, train_fn, data.to(device), _schedule_for(config, device), kwargs)
     print(f"training because {why}. {config['num_steps']} steps at {per_step:.2f} s/step take about "
-          f"{_duration(per_step * config['num_steps'])} on {hardware_name(device)}; progress is saved "
-          f"every 2 min beside {cache_path.name}, so an interrupted run resumes")
+          f"{_duration(per_step * config['num_steps'])} on {hardware_name(device)} "
+          f"({'bf16 autocast' if kwargs.get('bf16') else 'float32'}, timed after {WARM_STEPS} warm-up steps); "
+          f"progress is saved every 2 min beside {cache_path.name}, so an interrupted run resumes")
     return train_from_config(config, model_class, train_fn, data, cache_path, device=device, progress=progress)

@@ -141,7 +141,9 @@ def test_interrupted_torch_save_keeps_the_old_file(tmp_path, monkeypatch):
 
 
 def test_stale_temp_file_of_a_killed_write_is_removed(tmp_path):
-    stale = tmp_path / ".model.pt.k1ll3d.tmp"  # what a killed atomic_write_bytes(model.pt) leaves
+    dead_pid = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                                  text=True).stdout)
+    stale = tmp_path / (files.temp_prefix(tmp_path / "model.pt", dead_pid) + "k1ll3d.tmp")  # what a killed write leaves
     stale.write_bytes(b"half a checkpoint")
     unrelated = tmp_path / ".other.pt.k1ll3d.tmp"  # another file's leftover: not ours to delete
     unrelated.write_bytes(b"x")
@@ -381,7 +383,7 @@ def test_load_checkpoint_refuses_another_config_or_architecture(tmp_path):
     assert_same_state(fresh.state_dict(), model.state_dict())
     with pytest.raises(ValueError, match=re.escape(f"checkpoint {path} does not fit: config lr: stored 0.001 vs wanted 0.002")):
         checkpoints.load_checkpoint(path, MLPDenoiser(**TINY_KWARGS), tiny_config(lr=2e-3))
-    with pytest.raises(ValueError, match=re.escape(f"checkpoint {path} does not fit: code: parameter names or shapes changed")):
+    with pytest.raises(ValueError, match=re.escape(f"checkpoint {path} does not fit: model code: parameter names or shapes changed")):
         checkpoints.load_checkpoint(path, MLPDenoiser(**{**TINY_KWARGS, "hidden": 32}), config)
     with pytest.raises(ValueError, match=r"code: InterruptibleMLP\.forward is new"):
         checkpoints.load_checkpoint(path, InterruptibleMLP(**TINY_KWARGS), config)
@@ -433,14 +435,14 @@ def test_edited_config_trains_into_the_cache(shipped, tmp_path, capsys):
     out = capsys.readouterr().out
     assert re.search(rf"^training because {re.escape(str(path))} does not fit: config lr: stored 0\.001 vs "
                      r"wanted 0\.002\. 40 steps at \d+\.\d\d s/step take about \d+ s on ", out, re.M), out
-    tag = checkpoints.config_tag(edited, checkpoints.architecture_fingerprint(MLPDenoiser(**TINY_KWARGS)))
-    assert sorted(p.name for p in cache.iterdir()) == [f"mlp_{tag}.pt"]
+    cached = training.cache_file(edited, MLPDenoiser, train, tiny_data(), cache)
+    assert sorted(p.name for p in cache.iterdir()) == [cached.name]
     assert path.read_bytes() == before  # the shipped file is never overwritten
     assert payload["config"]["lr"] == 2e-3 and payload["steps"] == 40
     again, _ = training.load_or_train(edited, MLPDenoiser, train, tiny_data(), path, cache,
                                       device="cpu", progress=False)
     out = capsys.readouterr().out
-    assert out.startswith(f"loaded mlp_{tag}.pt (40 steps") and "training" not in out
+    assert out.startswith(f"loaded {cached.name} (40 steps") and "training" not in out
     assert_same_state(again.state_dict(), model.state_dict())
 
 
@@ -448,9 +450,8 @@ def test_corrupt_cache_file_is_rebuilt(shipped, tmp_path, capsys):
     path = shipped[0]
     cache = tmp_path / "cache"
     edited = tiny_config(lr=2e-3)
-    tag = checkpoints.config_tag(edited, checkpoints.architecture_fingerprint(MLPDenoiser(**TINY_KWARGS)))
     cache.mkdir()
-    cached = cache / f"mlp_{tag}.pt"
+    cached = training.cache_file(edited, MLPDenoiser, train, tiny_data(), cache)
     cached.write_bytes(random_bytes())
     model, _ = training.load_or_train(edited, MLPDenoiser, train, tiny_data(), path, cache,
                                       device="cpu", progress=False)
@@ -618,10 +619,12 @@ def test_failed_final_save_falls_back_to_the_temp_folder(tmp_path, monkeypatch, 
 
     monkeypatch.setattr(training, "save_checkpoint", disk_full_once)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "system_tmp"))
+    (tmp_path / "system_tmp").mkdir()
     target = tmp_path / "out" / "m.pt"
     model, payload = train_tiny(target)
-    fallback = tmp_path / "system_tmp" / "mnist-diffusion" / "m.pt"
-    assert attempts == [target, fallback]
+    (folder,) = (tmp_path / "system_tmp").glob("mnist-diffusion*")   # a new private folder of this user (mkdtemp)
+    fallback = folder / "m.pt"
+    assert folder.name.startswith("mnist-diffusion-") and attempts == [target, fallback]
     assert f"could not write {target} (OSError: [Errno 28] No space left on device); the trained weights are in {fallback}" \
         in capsys.readouterr().out
     assert not target.exists() and fallback.is_file()

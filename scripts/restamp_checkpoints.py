@@ -1,0 +1,135 @@
+"""Re-stamp the shipped denoiser checkpoints with the current cache key, weights unchanged.
+
+The key of a checkpoint (notebook_support.training.load_or_train) covers the config, the model's
+code, the training function's code and the project functions it calls, the arguments bound into
+it with functools.partial (notebook 4's labels) and the data. Files trained before a part of the
+key existed, or before a change that does not alter what training does (a new input check, a
+reworded message), record an old key, and the notebooks would retrain them for hours. This
+script writes the current key into them and nothing else:
+
+- it refuses a file whose stored config or model code does not fit its notebook's (those mean
+  the weights are for another model: retrain it with scripts/train_checkpoints.py instead);
+- it keeps every other entry (weights, config, steps, losses, train_seconds, hardware, versions)
+  and adds "restamped": {date, reason, note}, which says that the weights were trained by
+  earlier code and only the key was re-stamped;
+- it reads the file back and checks that every state-dict tensor is bit-identical (dtype, shape
+  and a SHA-256 of its bytes) and every other entry equal to what was there before.
+
+Whether the training code's change leaves the weights' meaning intact is the reason's claim, for
+the person who runs this to make; the checkpoints' loss curves and quality results stay those of
+the original run. mnist_classifier.pt is not keyed this way (load_checkpoint checks its config
+and code only) and is left alone.
+
+    python scripts/restamp_checkpoints.py --check       # which files need it (exit 1 if any)
+    python scripts/restamp_checkpoints.py               # re-stamp them
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import functools
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from lessons.guidance import ConditionalUNet  # noqa: E402
+from lessons.mlp import MLPDenoiser, train  # noqa: E402
+from lessons.unet import UNet  # noqa: E402
+from notebook_support.checkpoints import architecture_fingerprint, checkpoint_mismatch, value_fingerprint  # noqa: E402
+from notebook_support.data import mnist_tensor  # noqa: E402
+from notebook_support.environment import CHECKPOINT_DIR, PROJECT_ROOT  # noqa: E402
+from notebook_support.export import notebook_config  # noqa: E402
+from notebook_support.files import atomic_torch_save, load_torch_file  # noqa: E402
+from notebook_support.training import run_fingerprint  # noqa: E402
+
+SHIPPED = {  # file -> (notebook, config name, model class, whether train gets the labels via functools.partial)
+    "mlp_default.pt": ("2_custom_mlp.ipynb", "CONFIG", MLPDenoiser, False),
+    "unet_default.pt": ("3_unet.ipynb", "DEFAULT_CONFIG", UNet, False),
+    "unet_laptop.pt": ("3_unet.ipynb", "LAPTOP_CONFIG", UNet, False),
+    "unet_guidance.pt": ("4_guidance.ipynb", "CONFIG", ConditionalUNet, True),
+}
+KEY_PARTS = ("training_code", "bound_arguments", "data")   # what run_fingerprint adds to config and model code
+REASON = ("issue 19: the cache key now also covers the training code (notebook 2's train and the project "
+          "functions it calls), the arguments bound with functools.partial (notebook 4's labels) and the data "
+          "(the MNIST training split); this file was trained before the key held them")
+
+
+def _code_version() -> str:
+    """The commit the re-stamping code is at, and whether the work tree had uncommitted changes."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT, capture_output=True,
+                                text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=PROJECT_ROOT,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (no git)"
+    return f"{commit}{' with uncommitted changes' if dirty else ''}"
+
+
+def current_key(file: str, images, labels, folder: Path = CHECKPOINT_DIR) -> tuple[dict, dict, list[str]]:
+    """(the file's payload, the key parts it should record now, why its config or code do not fit)."""
+    notebook, config_name, model_class, with_labels = SHIPPED[file]
+    payload = load_torch_file(Path(folder) / file)
+    config = notebook_config(PROJECT_ROOT / notebook, config_name)
+    model = model_class(**config["model_kwargs"])
+    unfit = checkpoint_mismatch(payload, config, architecture_fingerprint(model))
+    if not unfit:
+        model.load_state_dict(payload["state_dict"])   # the weights fit the class, tensor by tensor
+    train_fn = functools.partial(train, labels=labels) if with_labels else train
+    return payload, run_fingerprint(train_fn, images), unfit
+
+
+def _tensor_bytes(state_dict: dict) -> dict:
+    return {name: value_fingerprint(tensor) for name, tensor in state_dict.items()}   # dtype, shape, SHA-256 of bytes
+
+
+def restamp(file: str, payload: dict, key: dict, reason: str, folder: Path = CHECKPOINT_DIR) -> None:
+    """Write `key` and a "restamped" record into <folder>/<file>; verify the rest is unchanged."""
+    path = Path(folder) / file
+    note = (f"the weights were trained by earlier code (see train_seconds, hardware and the versions entries) and "
+            f"are unchanged; only {', '.join(KEY_PARTS)} were re-stamped by scripts/restamp_checkpoints.py, from "
+            f"the code at {_code_version()}")
+    stamped = {**payload, **key, "restamped": {"date": datetime.date.today().isoformat(), "reason": reason,
+                                               "note": note}}
+    atomic_torch_save(stamped, path)
+    after = load_torch_file(path)
+    if _tensor_bytes(after["state_dict"]) != _tensor_bytes(payload["state_dict"]):
+        raise SystemExit(f"{path}: the weights changed while re-stamping")
+    kept = [k for k in payload if k not in (*KEY_PARTS, "restamped", "state_dict")]
+    if {k: after.get(k) for k in kept} != {k: payload[k] for k in kept} or any(after[k] != key[k] for k in KEY_PARTS):
+        raise SystemExit(f"{path}: the metadata did not read back as written")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--check", action="store_true", help="only report which files need re-stamping")
+    parser.add_argument("--reason", default=REASON, help="why the key changed, recorded in each file")
+    parser.add_argument("--folder", type=Path, default=CHECKPOINT_DIR, help="where the files are (default: checkpoints/)")
+    args = parser.parse_args()
+    images, labels = mnist_tensor(train=True)              # (60000, 1, 28, 28), (60000,): what the notebooks train on
+    stale, refused = [], []
+    for file in SHIPPED:
+        if not (args.folder / file).is_file():
+            print(f"{file}: not in {args.folder}, skipped")
+            continue
+        payload, key, unfit = current_key(file, images, labels, args.folder)
+        if unfit:
+            refused.append(file)
+            print(f"{file}: not re-stamped, its config or model code does not fit its notebook: {'; '.join(unfit)}")
+        elif all(payload.get(k) == key[k] for k in KEY_PARTS):
+            print(f"{file}: up to date")
+        else:
+            stale.append(file)
+            differs = [k for k in KEY_PARTS if payload.get(k) != key[k]]
+            if args.check:
+                print(f"{file}: needs re-stamping ({', '.join(differs)})")
+            else:
+                restamp(file, payload, key, args.reason, args.folder)
+                print(f"{file}: re-stamped ({', '.join(differs)}); weights bit-identical, other entries unchanged")
+    return 1 if refused or (args.check and stale) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,444 @@
+"""Issue 19, items 1, 2, 3, 7, 8 and 14: the cache knows what trained a model; labels and configs
+are checked up front; a *args wrapper is explained; bf16 only where it is native.
+
+1+2. The key of shipped and cached checkpoints covers the config, the model's code, the training
+     function's code and the project functions it calls, the arguments bound with
+     functools.partial (labels) and the data; the message says which of them differ.
+3.   Training labels are checked before step 1, naming `labels` and the bad values.
+7.   Sizes that cannot be allocated, seeds beyond 64 bits and warmup_steps > num_steps are refused
+     up front, naming the key.
+8.   A `*args, **kwargs` wrapper of train: the error says the keys could not be read from it.
+14.  A config's bf16 means bf16 autocast where native, else float32 with a one-line note; the
+     estimate is timed on the loop itself after warm-up.
+
+Tiny models (a 4x4-pixel MLP, an 8x8 U-Net, T = 20); the shipped checkpoints are only read.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import torch.nn as nn
+
+import diffusion_utils as du
+from lessons.guidance import ConditionalUNet
+from lessons.mlp import MLPDenoiser, train
+from lessons.unet import UNet
+from notebook_support import checkpoints, export, training
+from notebook_support.data import mnist_tensor
+from notebook_support.environment import PROJECT_ROOT, is_quick_mode
+
+TINY_KWARGS = {"image_size": 4, "hidden": 16, "depth": 1, "time_dim": 8}
+SMALL_UNET = dict(image_size=8, base_channels=8, channel_mults=[1, 2], num_res_blocks=1, attention_resolutions=[],
+                  dropout=0.0)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_config(**changes) -> dict:
+    config = {"model": "mlp", "model_kwargs": dict(TINY_KWARGS), "schedule": "cosine", "num_timesteps": 20,
+              "num_steps": 40, "batch_size": 8, "lr": 1e-3, "grad_clip": 1.0, "ema_decay": 0.9, "seed": 0}
+    config.update(changes)
+    return config
+
+
+def tiny_data(seed: int = 0) -> torch.Tensor:
+    return torch.rand(32, 1, 4, 4, generator=torch.Generator().manual_seed(seed)) * 2 - 1  # (32, 1, 4, 4)
+
+
+TINY_LABELS = torch.arange(32) % 3  # (32,): three "digits"
+
+
+class TinyConditional(MLPDenoiser):
+    """A 4x4-pixel class-conditional MLP with notebook 4's interface: num_classes, and y=None or
+    label num_classes means "no class"."""
+
+    def __init__(self, num_classes: int = 3, **kwargs):
+        super().__init__(**kwargs)
+        self.num_classes = num_classes
+        self.class_embed = nn.Embedding(num_classes + 1, 16)
+
+    def forward(self, x, t, y=None):
+        y = torch.full((x.shape[0],), self.num_classes, device=x.device) if y is None else y   # (B,)
+        return super().forward(x, t) + self.class_embed(y).view(x.shape)                      # (B, 1, 4, 4)
+
+
+def conditional_config() -> dict:
+    return tiny_config(model="tiny_conditional", model_kwargs={**TINY_KWARGS, "num_classes": 3}, label_dropout=0.1)
+
+
+def run(config, model_class, train_fn, data, shipped, cache):
+    return training.load_or_train(config, model_class, train_fn, data, shipped, cache, device="cpu", progress=False)
+
+
+@pytest.fixture(scope="module")
+def shipped(tmp_path_factory):
+    """A 'shipped' tiny MLP trained on all of tiny_data()."""
+    path = tmp_path_factory.mktemp("shipped") / "mlp.pt"
+    training.train_from_config(tiny_config(), MLPDenoiser, train, tiny_data(), path, device="cpu", progress=False)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. changed data, changed bound arguments
+# ---------------------------------------------------------------------------------------------
+
+
+def test_a_subset_of_the_data_does_not_load_the_all_digit_model(shipped, tmp_path, capsys):
+    sevens = tiny_data()[TINY_LABELS == 1]                       # (11, 1, 4, 4): "train on the 7s only"
+    _, payload = run(tiny_config(), MLPDenoiser, train, sevens, shipped, tmp_path / "cache")
+    out = capsys.readouterr().out
+    assert re.search(rf"^training because {re.escape(str(shipped))} does not fit: data: stored shape \[32, 1, 4, 4\] "
+                     r"vs wanted \[11, 1, 4, 4\]\. 40 steps at ", out, re.M), out
+    assert payload["data"]["shape"] == [11, 1, 4, 4]
+    # the cache holds the 7s model now; asking for all digits must not return it
+    _, payload = run(tiny_config(), MLPDenoiser, train, tiny_data(), None, tmp_path / "cache")
+    out = capsys.readouterr().out
+    assert out.startswith("training because no checkpoint is shipped for it. "), out
+    assert payload["data"]["shape"] == [32, 1, 4, 4] and len(list((tmp_path / "cache").glob("mlp_*.pt"))) == 2
+    # and each is found again under its own key
+    run(tiny_config(), MLPDenoiser, train, sevens, None, tmp_path / "cache")
+    sevens_file = training.cache_file(tiny_config(), MLPDenoiser, train, sevens, tmp_path / "cache")
+    assert capsys.readouterr().out.startswith(f"loaded {sevens_file.name}")
+
+
+def test_inverted_digits_do_not_load_the_model_of_the_digits(shipped, tmp_path, capsys):
+    _, payload = run(tiny_config(), MLPDenoiser, train, -tiny_data(), shipped, tmp_path / "cache")
+    out = capsys.readouterr().out
+    assert f"training because {shipped} does not fit: data: other values (same shape and dtype). 40 steps at " in out
+    assert payload["data"] == training.data_fingerprint(-tiny_data())
+    run(tiny_config(), MLPDenoiser, train, tiny_data(), shipped, tmp_path / "cache")
+    assert capsys.readouterr().out.startswith("loaded mlp.pt (40 steps")
+
+
+def test_shuffled_labels_bound_with_partial_do_not_load_the_model_of_the_true_labels(tmp_path, capsys):
+    shipped = tmp_path / "conditional.pt"
+    labelled = functools.partial(train, labels=TINY_LABELS)
+    training.train_from_config(conditional_config(), TinyConditional, labelled, tiny_data(), shipped, device="cpu",
+                               progress=False)
+    run(conditional_config(), TinyConditional, functools.partial(train, labels=TINY_LABELS.clone()), tiny_data(),
+        shipped, tmp_path / "cache")
+    assert capsys.readouterr().out.startswith("loaded conditional.pt")   # the same labels, another tensor: fits
+    shuffled = TINY_LABELS[torch.randperm(32, generator=torch.Generator().manual_seed(0))]
+    _, payload = run(conditional_config(), TinyConditional, functools.partial(train, labels=shuffled), tiny_data(),
+                     shipped, tmp_path / "cache")
+    out = capsys.readouterr().out
+    assert f"training because {shipped} does not fit: bound arguments: labels differs. 40 steps at " in out, out
+    assert payload["bound_arguments"]["labels"] == checkpoints.value_fingerprint(shuffled)
+    run(conditional_config(), TinyConditional, train, tiny_data(), shipped, tmp_path / "cache")   # no labels at all
+    assert "does not fit: bound arguments: labels is gone. " in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def mnist():
+    images, labels = mnist_tensor(train=True)              # (60000, 1, 28, 28), (60000,)
+    return images, labels, training.data_fingerprint(images)
+
+
+SHIPPED = {  # file -> (notebook, config name, model class, arguments bound to train)
+    "mlp_default.pt": ("2_custom_mlp.ipynb", "CONFIG", MLPDenoiser, False),
+    "unet_default.pt": ("3_unet.ipynb", "DEFAULT_CONFIG", UNet, False),
+    "unet_laptop.pt": ("3_unet.ipynb", "LAPTOP_CONFIG", UNet, False),
+    "unet_guidance.pt": ("4_guidance.ipynb", "CONFIG", ConditionalUNet, True),
+}
+
+
+def shipped_reasons(file: str, mnist, data=None, labels=None) -> list[str]:
+    """Why checkpoints/<file> would not load in its notebook (as load_or_train decides), with
+    other data or labels if given."""
+    notebook, name, model_class, with_labels = SHIPPED[file]
+    config = export.notebook_config(PROJECT_ROOT / notebook, name)
+    images, true_labels, fingerprint = mnist
+    train_fn = functools.partial(train, labels=true_labels if labels is None else labels) if with_labels else train
+    run_ = training.run_fingerprint(train_fn, images[:1])
+    run_["data"] = fingerprint if data is None else training.data_fingerprint(data)
+    payload = torch.load(PROJECT_ROOT / "checkpoints" / file, weights_only=True)
+    return checkpoints.checkpoint_mismatch(payload, config, checkpoints.architecture_fingerprint(
+        model_class(**config["model_kwargs"])), run_)
+
+
+@pytest.mark.parametrize("file", sorted(SHIPPED))
+def test_shipped_checkpoints_record_what_trained_them(file, mnist):
+    """Each shipped file fits its notebook's config, model code, training code (notebook 2's
+    train), bound labels (notebook 4) and the MNIST training split: the notebook loads it."""
+    assert shipped_reasons(file, mnist) == []
+
+
+def test_the_shipped_models_do_not_load_for_other_data_or_labels(mnist):
+    images, labels, _ = mnist
+    sevens = images[labels == 7]
+    assert shipped_reasons("unet_laptop.pt", mnist, data=sevens) == [
+        f"data: stored shape [60000, 1, 28, 28] vs wanted [{len(sevens)}, 1, 28, 28]"]
+    assert shipped_reasons("unet_laptop.pt", mnist, data=-images) == ["data: other values (same shape and dtype)"]
+    shuffled = labels[torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))]
+    assert shipped_reasons("unet_guidance.pt", mnist, labels=shuffled) == ["bound arguments: labels differs"]
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. the training loop's code
+# ---------------------------------------------------------------------------------------------
+
+EMA_LINE = "    ema.update(model)                                                     # the weights we will sample with\n"
+
+
+@pytest.fixture
+def loop_copies(tmp_path, monkeypatch):
+    """Copies of lessons/mlp.py as project modules: as shipped, without the EMA update in
+    train_step, and with comments and blank lines added to train_step."""
+    monkeypatch.setattr(checkpoints, "PROJECT_ROOT", tmp_path)
+    source = (PROJECT_ROOT / "lessons" / "mlp.py").read_text(encoding="utf-8")
+    assert source.count(EMA_LINE) == 1
+    commented = source.replace("    optimizer.zero_grad(set_to_none=True)\n",
+                               "\n    # a fresh gradient for every step\n"
+                               "    optimizer.zero_grad(set_to_none=True)  # (no accumulation)\n\n")
+    assert commented != source
+    modules = {}
+    for name, text in (("loop_shipped", source), ("loop_no_ema", source.replace(EMA_LINE, "")),
+                       ("loop_commented", commented)):
+        (tmp_path / f"{name}.py").write_text(text, encoding="utf-8")
+        spec = importlib.util.spec_from_file_location(name, tmp_path / f"{name}.py")
+        modules[name] = importlib.util.module_from_spec(spec)
+        monkeypatch.setitem(sys.modules, name, modules[name])
+        spec.loader.exec_module(modules[name])
+    return modules
+
+
+def test_the_training_fingerprint_covers_the_loop_and_what_it_calls():
+    code, bound = checkpoints.training_fingerprint(train)
+    assert {"train", "train_step", "learning_rate", "check_labels", "EMA.update", "diffusion_loss"} <= set(code["parts"])
+    assert bound == {}
+    assert checkpoints.training_fingerprint(functools.wraps(train)(lambda *a, **k: train(*a, **k)))[0] == code
+
+
+def test_removing_the_ema_update_changes_the_key_and_comments_do_not(loop_copies, tmp_path, capsys):
+    shipped_loop = loop_copies["loop_shipped"].train
+    original = checkpoints.training_fingerprint(shipped_loop)[0]
+    assert checkpoints.training_fingerprint(loop_copies["loop_commented"].train)[0] == original
+    no_ema = checkpoints.training_fingerprint(loop_copies["loop_no_ema"].train)[0]
+    assert checkpoints.architecture_changes(original, no_ema) == ["train_step changed"]
+    shipped = tmp_path / "mlp.pt"
+    training.train_from_config(tiny_config(), MLPDenoiser, shipped_loop, tiny_data(), shipped, device="cpu",
+                               progress=False)
+    run(tiny_config(), MLPDenoiser, loop_copies["loop_commented"].train, tiny_data(), shipped, tmp_path / "cache")
+    assert capsys.readouterr().out.startswith("loaded mlp.pt")
+    _, payload = run(tiny_config(), MLPDenoiser, loop_copies["loop_no_ema"].train, tiny_data(), shipped,
+                     tmp_path / "cache")
+    assert f"training because {shipped} does not fit: training code: train_step changed. 40 steps at " \
+           in capsys.readouterr().out
+    assert payload["training_code"] == no_ema
+
+
+def test_a_checkpoint_without_the_new_fields_names_each_of_them(shipped, tmp_path):
+    payload = torch.load(shipped, weights_only=True)
+    for key in ("training_code", "bound_arguments", "data"):
+        payload.pop(key)
+    current = training.run_fingerprint(functools.partial(train, labels=TINY_LABELS), tiny_data())
+    assert checkpoints.checkpoint_mismatch(payload, tiny_config(), None, current) == [
+        "training code: the checkpoint records no training-code fingerprint",
+        "bound arguments: the checkpoint records none, wanted ['labels']",
+        "data: the checkpoint records no data fingerprint"]
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. labels
+# ---------------------------------------------------------------------------------------------
+
+
+def small_conditional() -> ConditionalUNet:
+    return ConditionalUNet(num_classes=10, **SMALL_UNET)
+
+
+def digits(n: int = 32) -> torch.Tensor:
+    return torch.rand(n, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1   # (n, 1, 8, 8)
+
+
+class CountingConditional(ConditionalUNet):
+    """Counts the forward passes of training steps."""
+    calls = 0
+
+    def forward(self, x, t, y=None):
+        CountingConditional.calls += 1
+        return super().forward(x, t, y)
+
+
+@pytest.mark.parametrize("labels, error, match", [
+    (torch.arange(32) % 10 * 1.0, TypeError, "labels must hold integer class indices (torch.long), got dtype torch.float32"),
+    (torch.zeros(32, 1, dtype=torch.long), ValueError, "labels must have shape (32,), one per image, got (32, 1)"),
+    (torch.arange(33) % 10, ValueError, "labels must have shape (32,), one per image, got (33,)"),
+    (torch.where(torch.arange(32) == 5, 10, torch.arange(32) % 10), ValueError,
+     'labels must lie in 0..9 (10 means "no class"), got [10] in 1 of 32 labels'),
+    (torch.where(torch.arange(32) < 3, -1, torch.arange(32) % 10), ValueError,
+     'labels must lie in 0..9 (10 means "no class"), got [-1] in 3 of 32 labels'),
+    ([3] * 32, TypeError, "labels must be a tensor of class indices, got list"),
+])
+def test_bad_labels_are_refused_before_the_first_step(labels, error, match, monkeypatch, tmp_path):
+    monkeypatch.setattr(CountingConditional, "calls", 0)
+    schedule = du.DiffusionSchedule(num_timesteps=20, schedule="cosine")
+    with pytest.raises(error, match=re.escape(match)):
+        train(CountingConditional(num_classes=10, **SMALL_UNET), schedule, digits(), num_steps=3, batch_size=4,
+              labels=labels, progress=False)
+    assert CountingConditional.calls == 0
+    with pytest.raises(error, match=re.escape(match)):       # and so through the runner, via functools.partial
+        training.train_from_config(tiny_config(model="c", model_kwargs=SMALL_UNET, num_steps=3), CountingConditional,
+                                   functools.partial(train, labels=labels), digits(), tmp_path / "m.pt",
+                                   device="cpu", progress=False)
+    assert CountingConditional.calls == 1                    # the validator's one-image memory probe, no step
+
+
+def test_good_labels_of_any_integer_dtype_train():
+    schedule = du.DiffusionSchedule(num_timesteps=20, schedule="cosine")
+    _, losses = train(small_conditional(), schedule, digits(), num_steps=2, batch_size=4,
+                      labels=(torch.arange(32) % 10).to(torch.uint8), label_dropout=0.5, progress=False)
+    assert len(losses) == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# 7. configs the validator accepted but that cannot work
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("changes, match", [
+    ({"seed": 2**64}, "seed must lie in [0, 18446744073709551615], got 18446744073709551616"),
+    ({"warmup_steps": 50}, "warmup_steps (50) must not exceed num_steps (40)"),
+    ({"batch_size": 10**13}, "batch_size 10000000000000: one training step's activations need at least"),
+    ({"num_timesteps": 10**13}, "num_timesteps 10000000000000: the schedule's tables alone need at least"),
+    ({"model_kwargs": {**TINY_KWARGS, "hidden": 10**8}}, "model_kwargs {'depth': 1, 'hidden': 100000000, "
+                                                          "'image_size': 4, 'time_dim': 8}: MLPDenoiser's weights"),
+])
+def test_configs_that_cannot_work_are_refused_up_front_naming_the_key(changes, match, tmp_path, capsys):
+    with pytest.raises(ValueError, match=re.escape(match)):
+        training.train_from_config(tiny_config(**changes), MLPDenoiser, train, tiny_data(), tmp_path / "m.pt",
+                                   device="cpu", progress=False)
+    with pytest.raises(ValueError, match=re.escape(match)):
+        run(tiny_config(**changes), MLPDenoiser, train, tiny_data(), None, tmp_path / "cache")
+    assert "training" not in capsys.readouterr().out and not (tmp_path / "cache").exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("notebook, name, model_class", [
+    ("2_custom_mlp.ipynb", "CONFIG", MLPDenoiser), ("3_unet.ipynb", "DEFAULT_CONFIG", UNet),
+    ("3_unet.ipynb", "LAPTOP_CONFIG", UNet), ("4_guidance.ipynb", "CONFIG", ConditionalUNet)])
+def test_the_notebook_configs_pass_on_a_4_gb_machine(notebook, name, model_class, monkeypatch):
+    monkeypatch.setattr(checkpoints, "device_memory_bytes", lambda device: 4 * 10**9)
+    config = export.notebook_config(PROJECT_ROOT / notebook, name)
+    checkpoints.validate_config(config, model_class, train, image_shape=(1, 28, 28), device="cpu")
+    with pytest.raises(ValueError, match=r"batch_size 10000000: one training step's activations need at least [\d.]+ GB, "
+                                         r"more than the 4 GB of memory of cpu here"):
+        checkpoints.validate_config({**config, "batch_size": 10**7}, model_class, train, image_shape=(1, 28, 28),
+                                    device="cpu")
+
+
+# ---------------------------------------------------------------------------------------------
+# 8. a *args, **kwargs wrapper
+# ---------------------------------------------------------------------------------------------
+
+
+def test_a_wrapper_without_functools_wraps_is_explained(tmp_path):
+    def my_train(*args, **kwargs):
+        return train(*args, **kwargs)
+
+    with pytest.raises(ValueError, match=re.escape("the training keys ['batch_size', 'ema_decay', 'grad_clip', 'lr', "
+                                                   "'num_steps', 'seed'] could not be read from my_train: it takes "
+                                                   "**kwargs")) as info:
+        run(tiny_config(), MLPDenoiser, my_train, tiny_data(), None, tmp_path / "cache")
+    assert "@functools.wraps(train)" in str(info.value) and "unknown key" not in str(info.value)
+    wrapped = functools.wraps(train)(my_train)                  # the fix the message names
+    _, payload = run(tiny_config(), MLPDenoiser, wrapped, tiny_data(), None, tmp_path / "cache")
+    assert payload["steps"] == 40
+
+
+# ---------------------------------------------------------------------------------------------
+# 14. bf16 only where native; the estimate timed after warm-up with the settings used
+# ---------------------------------------------------------------------------------------------
+
+
+def native_bf16(monkeypatch, native: bool) -> None:
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+
+
+def test_bf16_is_chosen_only_where_the_cpu_has_it_natively(monkeypatch):
+    assert training.choose_bf16("cpu")[0] == bool(torch.cpu._is_avx512_bf16_supported() or
+                                                   torch.cpu._is_amx_tile_supported())
+    native_bf16(monkeypatch, False)
+    assert training.choose_bf16("cpu") == (False, f"this CPU ({torch.backends.cpu.get_cpu_capability()}) has no native "
+                                                  "bfloat16 (AVX512-BF16 or AMX), so bf16 autocast would be emulated, "
+                                                  "slower than float32")
+    native_bf16(monkeypatch, True)
+    assert training.choose_bf16("cpu") == (True, "this CPU computes bfloat16 natively (AVX512-BF16)")
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_a_bf16_config_trains_in_bf16_only_where_native(native, monkeypatch, tmp_path, capsys):
+    assert is_quick_mode()                                       # conftest.py: the tests run in quick mode
+    native_bf16(monkeypatch, native)
+    seen = []
+
+    @functools.wraps(train)
+    def recording(*args, **kwargs):
+        seen.append(kwargs["bf16"])
+        return train(*args, **kwargs)
+
+    _, payload = run(tiny_config(bf16=True), MLPDenoiser, recording, tiny_data(), None, tmp_path / "cache")
+    out = capsys.readouterr().out
+    used = "bf16 autocast" if native else "float32"
+    assert seen == [native] and payload["precision"] == used and payload["config"]["bf16"] is True
+    assert re.search(rf"^training because no checkpoint is shipped for it\. 40 steps at \d+\.\d\d s/step take about "
+                     rf"\d+ s on .+ \({used}, timed after 2 warm-up steps\); ", out, re.M), out
+    line = ("precision: bf16 autocast, as the config asks: this CPU computes bfloat16 natively (AVX512-BF16)" if native
+            else "precision: float32 instead of the config's bf16: this CPU (")
+    assert f"\n{line}" in out
+    assert training.cache_file(tiny_config(bf16=True), MLPDenoiser, train, tiny_data(), tmp_path / "cache").is_file()
+
+
+def test_the_estimate_times_the_loop_after_warm_up_with_the_settings_used():
+    calls = []
+
+    def slow_start_train(model, schedule, data, *, num_steps, bf16=False, labels=None, progress=True, resume=None):
+        """A stand-in loop: 0.3 s for each of the first two steps (allocation, kernel choice), 0.02 s after."""
+        calls.append({"num_steps": num_steps, "bf16": bf16, "labels": labels})
+        for step in range(resume.restore({}), num_steps):
+            time.sleep(0.3 if step < 2 else 0.02)
+            resume.maybe_save({})
+        return model, []
+
+    labels = torch.arange(4)
+    per_step = training.seconds_per_step(nn.Linear(1, 1), functools.partial(slow_start_train, labels=labels),
+                                         tiny_data(), None, {"bf16": False, "num_steps": 2500})
+    assert 0.015 < per_step < 0.1, per_step                      # the warm-up steps are not in the estimate
+    assert len(calls) == 1 and calls[0]["num_steps"] == 5 and calls[0]["bf16"] is False
+    assert calls[0]["labels"] is labels                          # bound arguments are passed on
+
+
+def test_restamping_keeps_the_weights_and_every_other_entry(tmp_path):
+    """scripts/restamp_checkpoints.py on a copy of a shipped file whose key parts were removed:
+    it writes them back with a "restamped" record; weights and all other entries stay."""
+    original = torch.load(PROJECT_ROOT / "checkpoints" / "unet_laptop.pt", weights_only=True)
+    old = {k: v for k, v in original.items() if k not in ("training_code", "bound_arguments", "data", "restamped")}
+    torch.save(old, tmp_path / "unet_laptop.pt")
+    result = subprocess.run([sys.executable, str(PROJECT_ROOT / "scripts" / "restamp_checkpoints.py"), "--folder",
+                             str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "unet_laptop.pt: re-stamped (training_code, bound_arguments, data); weights bit-identical" in result.stdout
+    after = torch.load(tmp_path / "unet_laptop.pt", weights_only=True)
+    assert after.keys() == old.keys() | {"training_code", "bound_arguments", "data", "restamped"}
+    assert all(torch.equal(after["state_dict"][k], v) and after["state_dict"][k].dtype == v.dtype
+               for k, v in old["state_dict"].items())
+    assert all(after[k] == old[k] for k in old if k != "state_dict")
+    assert "the weights were trained by earlier code" in after["restamped"]["note"]
+    again = subprocess.run([sys.executable, str(PROJECT_ROOT / "scripts" / "restamp_checkpoints.py"), "--folder",
+                            str(tmp_path), "--check"], capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "unet_laptop.pt: up to date" in again.stdout
