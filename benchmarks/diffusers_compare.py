@@ -3,10 +3,12 @@ same data, sampled by the same DDIM-50 from the same x_T and measured by the sam
 Run by hand (issues 12 and 17):
 
     pip install -r benchmarks/requirements.txt           # diffusers; the notebooks do not need it
-    python benchmarks/diffusers_compare.py train --budget 300    # three models, 300 CPU-seconds each
+    python benchmarks/diffusers_compare.py train --budget 480    # three models, 480 CPU-seconds each
     python benchmarks/quality.py evaluate --only diffusers-compare   # FID/KID/precision/recall + floor
 
-Three rows, each trained from scratch for `--budget` seconds of this machine:
+Three rows, each trained from scratch for `--budget` CPU seconds (time.process_time: the CPU time
+of this process, summed over its threads, so that other programs sharing the machine do not
+change a row's budget; on an idle 2-core CPU it runs at about twice the wall-clock time):
 1. "ours": notebook 3's UNet with LAPTOP_CONFIG's recipe, trained by notebook 2's `train` loop.
 2. "diffusers, our recipe": diffusers' `UNet2DModel` with the same widths (24, 48, 48), one
    ResBlock per level and attention in the bottleneck (the same 598,921 parameters), wrapped to
@@ -46,10 +48,9 @@ from notebook_support.files import atomic_torch_save, load_torch_file  # noqa: E
 from notebook_support.training import train_kwargs  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from quality import SAMPLE_DIR, draw_digits  # noqa: E402
+from quality import DIFFUSERS_ROWS as ROWS, SAMPLE_DIR, draw_digits  # noqa: E402
 
 DIFFUSERS_RECIPE = {"lr": 1e-4, "warmup_steps": 500, "batch_size": 16, "grad_clip": 1.0}
-ROWS = ("ours", "diffusers-our-recipe", "diffusers-tutorial-recipe")
 WORK_DIR = PROJECT_ROOT / "outputs" / "diffusers_compare"
 
 
@@ -72,7 +73,7 @@ class DiffusersEps(nn.Module):
 
 
 def train_diffusers(data: torch.Tensor, budget_s: float, resume_path: Path, seed: int = 0, bf16: bool = False):
-    """The tutorial's loop, stopped after `budget_s` seconds of training. Saves its state every
+    """The tutorial's loop, stopped after `budget_s` CPU seconds of training. Saves its state every
     2 minutes to `resume_path` and continues from it (the elapsed time is part of the state).
     The tutorial's mixed precision is bf16 autocast on a CPU; `bf16=False` trains in float32, for
     CPUs that emulate bf16 (there it is about 10x slower than float32)."""
@@ -90,12 +91,12 @@ def train_diffusers(data: torch.Tensor, budget_s: float, resume_path: Path, seed
     x = data[:batch]
     for i in range(11):
         if i == 1:                                                        # the first step is a warm-up
-            started = time.perf_counter()
+            started = time.process_time()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             loss = F.mse_loss(probe(x, torch.randint(0, 1000, (batch,))).sample.float(), torch.randn_like(x))
         loss.backward()
         probe_optimizer.step(), probe_optimizer.zero_grad(set_to_none=True)
-    planned_steps = int(budget_s / ((time.perf_counter() - started) / 10))
+    planned_steps = int(budget_s / ((time.process_time() - started) / 10))
     lr_schedule = get_cosine_schedule_with_warmup(optimizer, DIFFUSERS_RECIPE["warmup_steps"], planned_steps)
     generator = torch.Generator().manual_seed(seed)
     step, elapsed, losses = 0, 0.0, []
@@ -105,7 +106,7 @@ def train_diffusers(data: torch.Tensor, budget_s: float, resume_path: Path, seed
         lr_schedule.load_state_dict(state["lr_schedule"]), generator.set_state(state["generator"])
         step, elapsed, losses, planned_steps = state["step"], state["elapsed"], state["losses"], state["planned_steps"]
         print(f"diffusers: resumed at step {step} ({elapsed:.0f} s trained)", flush=True)
-    last_save = started = time.perf_counter()
+    last_save, started = time.perf_counter(), time.process_time()
     base_elapsed = elapsed
     while elapsed < budget_s:
         x0 = data[torch.randint(0, data.shape[0], (batch,), generator=generator)]   # (16, 1, 28, 28)
@@ -121,7 +122,7 @@ def train_diffusers(data: torch.Tensor, budget_s: float, resume_path: Path, seed
             lr_schedule.step()
         losses.append(loss.item())
         step += 1
-        elapsed = base_elapsed + time.perf_counter() - started
+        elapsed = base_elapsed + time.process_time() - started
         if time.perf_counter() - last_save > 120:
             atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                "lr_schedule": lr_schedule.state_dict(), "generator": generator.get_state(),
@@ -136,13 +137,13 @@ def train_diffusers(data: torch.Tensor, budget_s: float, resume_path: Path, seed
 
 
 def train_seconds_per_step(make_model, schedule, data, recipe: dict, steps: int = 3) -> float:
-    """Seconds per training step of `train` with `recipe`, timed on a throwaway model after one
+    """CPU seconds per training step of `train` with `recipe`, timed on a throwaway model after one
     warm-up step (the first step allocates and is slower)."""
     probe = dict(recipe, num_steps=1, progress=False)
     train(make_model(), schedule, data, **probe)                           # warm-up
-    started = time.perf_counter()
+    started = time.process_time()
     train(make_model(), schedule, data, **dict(probe, num_steps=steps))
-    return (time.perf_counter() - started) / steps
+    return (time.process_time() - started) / steps
 
 
 def train_row(row: str, data: torch.Tensor, budget_s: float, bf16: bool) -> tuple[nn.Module, dict]:
@@ -156,9 +157,9 @@ def train_row(row: str, data: torch.Tensor, budget_s: float, bf16: bool) -> tupl
     per_step = train_seconds_per_step(make_model, schedule, data, recipe)
     recipe["num_steps"] = max(1, int(budget_s / per_step))
     torch.manual_seed(0)                                                   # the initial weights
-    started = time.perf_counter()
+    started = time.process_time()
     model, losses = train(make_model(), schedule, data, **dict(recipe, progress=True))
-    seconds = time.perf_counter() - started
+    seconds = time.process_time() - started
     return model, {"steps": recipe["num_steps"], "train_seconds": seconds, "timed_seconds_per_step": per_step,
                    "batch": recipe["batch_size"], "final_loss": sum(losses[-100:]) / len(losses[-100:]),
                    "recipe": {k: v for k, v in recipe.items() if k != "progress"}}
@@ -181,7 +182,7 @@ def draw_row(model: nn.Module, row: str, n: int, seed: int, info: dict) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["train"])
-    parser.add_argument("--budget", type=float, default=300, help="training seconds per row")
+    parser.add_argument("--budget", type=float, default=480, help="training CPU seconds per row (all threads)")
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (only on a CPU with native bf16)")
     parser.add_argument("--rows", nargs="*", choices=ROWS, default=list(ROWS))
     parser.add_argument("--n", type=int, default=2000, help="DDIM-50 digits per row")
@@ -190,10 +191,10 @@ def main() -> None:
     WORK_DIR.mkdir(parents=True, exist_ok=True)
     data, _ = mnist_tensor()                                               # (60000, 1, 28, 28) in [-1, 1]
     for row in args.rows:
-        print(f"{row}: training for {args.budget:.0f} s ({'bf16' if args.bf16 else 'fp32'})", flush=True)
+        print(f"{row}: training for {args.budget:.0f} CPU-s ({'bf16' if args.bf16 else 'fp32'})", flush=True)
         model, info = train_row(row, data, args.budget, args.bf16)
         info.update(budget_seconds=args.budget, bf16=args.bf16)
-        print(f"{row}: {info['steps']} steps x {info['batch']} in {info['train_seconds']:.0f} s, "
+        print(f"{row}: {info['steps']} steps x {info['batch']} in {info['train_seconds']:.0f} CPU-s, "
               f"final loss {info['final_loss']:.4f}", flush=True)
         draw_row(model, row, args.n, args.seed, info)
 

@@ -6,6 +6,11 @@ under benchmarks/results/, which the notebooks and the README read.
     python benchmarks/quality.py evaluate               # measure them + the floor, write result files
     python benchmarks/quality.py sample --only laptop-ddim50-clip --n 2000
 
+Without --only every run is drawn, DDPM-1000 for the default U-Net included (hours on a 2-core
+CPU, minutes on a GPU). On the 2-core CPU of the committed results the U-Net's unclipped run was
+drawn at --n 512 (`sample --only unet-ddim50-noclip --n 512`, then `evaluate --n 512 --only
+unet-ddim50-clip unet-ddim50-noclip`): the same x_T as the clipped run's first 512 digits.
+
 Drawing is split from measuring so that the slow part (sampling on a CPU) is done once and can
 be interrupted: every chunk of 128 digits is saved to outputs/samples/<run>.pt as soon as it is
 drawn, and a re-run continues after the last saved chunk. Each chunk's x_T comes from its own
@@ -51,7 +56,8 @@ RUNS = {  # run name -> (model, sampler, clip x0 to [-1, 1] while sampling)
     "laptop-ddim50-clip": ("laptop", "ddim50", True),
     "laptop-ddim50-noclip": ("laptop", "ddim50", False),
     "unet-ddim50-clip": ("unet", "ddim50", True),
-    "unet-ddim50-noclip": ("unet", "ddim50", False),
+    "unet-ddim50-noclip": ("unet", "ddim50", False),     # drawn at n = 512 here: paired with unet-ddim50-clip's first 512
+    "unet-ddpm1000-clip": ("unet", "ddpm1000", True),    # hours on a 2-core CPU: for a GPU
 }
 
 

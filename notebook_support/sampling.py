@@ -17,7 +17,7 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-CPU_CHUNK = 128  # fastest batch on this project's 2-core CPU (benchmarks/results/*_cpu_laptop_recipe_speed.txt)
+CPU_CHUNK = 128  # bounded memory; among the fastest batches on a 2-core CPU (notebook 3 prints the logs)
 
 
 def sample_in_chunks(sampler: Callable, model, schedule, num_samples: int, *, chunk_size: int | None = None,

@@ -272,7 +272,7 @@ def quality_table(current: str) -> str:
     return text
 
 
-@readme_table("diffusers-like-for-like", command="python benchmarks/diffusers_compare.py train --budget 240 --n 500 "
+@readme_table("diffusers-like-for-like", command="python benchmarks/diffusers_compare.py train --budget 480 --n 500 "
                                                  "&& python benchmarks/quality.py evaluate --only diffusers-compare --n 500")
 def diffusers_table(current: str) -> str:
     """Notebook 3's U-Net against diffusers' UNet2DModel at equal CPU time (benchmarks/diffusers_compare.py)."""
@@ -281,7 +281,7 @@ def diffusers_table(current: str) -> str:
                  ("diffusers-tutorial-recipe", "diffusers `UNet2DModel`, diffusers tutorial recipe"))
     results = {row: _newest_compare(row) for row, _ in rows_spec}
     first = results["ours"]
-    header = ["model, training recipe", "params", "steps × batch", "train s", "FID", "× floor",
+    header = ["model, training recipe", "params", "steps × batch", "train CPU-s", "FID", "× floor",
               *(label for _, label, _ in QUALITY_COLUMNS[1:]), "classes ≥ 5 %"]
     rows = []
     for row, label in rows_spec:
@@ -293,7 +293,7 @@ def diffusers_table(current: str) -> str:
     rows.append([floor_cells[0], "", "", "", *floor_cells[1:]])
     hardware = first["hardware"]
     return (_markdown_rows(header, rows) +
-            f"\n\nEach model trained from scratch for {first['training']['budget_seconds']:.0f} s on {hardware['cpu']} "
+            f"\n\nEach model trained from scratch for {first['training']['budget_seconds']:.0f} CPU-seconds on {hardware['cpu']} "
             f"({hardware['cpu_cores']} cores, {'bf16' if first['training']['bf16'] else 'float32'}), then "
             f"{first['n']:,} DDIM-50 digits from the same x_T; seed {first['seed']}; {first['interval']}. "
             f"Files: `benchmarks/results/*_quality_diffusers-compare-<row>_n{first['n']}.json`.")
