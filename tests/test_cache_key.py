@@ -35,28 +35,10 @@ from notebook_support import checkpoints, export, training
 from notebook_support.data import mnist_tensor
 from notebook_support.environment import PROJECT_ROOT, is_quick_mode
 
-TINY_KWARGS = {"image_size": 4, "hidden": 16, "depth": 1, "time_dim": 8}
+from test_support import TINY_KWARGS, tiny_config, tiny_data  # the same tiny run as test_support
+
 SMALL_UNET = dict(image_size=8, base_channels=8, channel_mults=[1, 2], num_res_blocks=1, attention_resolutions=[],
                   dropout=0.0)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def tiny_config(**changes) -> dict:
-    config = {"model": "mlp", "model_kwargs": dict(TINY_KWARGS), "schedule": "cosine", "num_timesteps": 20,
-              "num_steps": 40, "batch_size": 8, "lr": 1e-3, "grad_clip": 1.0, "ema_decay": 0.9, "seed": 0}
-    config.update(changes)
-    return config
-
-
-def tiny_data(seed: int = 0) -> torch.Tensor:
-    return torch.rand(32, 1, 4, 4, generator=torch.Generator().manual_seed(seed)) * 2 - 1  # (32, 1, 4, 4)
 
 
 TINY_LABELS = torch.arange(32) % 3  # (32,): three "digits"

@@ -39,14 +39,6 @@ TINY_CONFIG = {"model": "mlp", "model_kwargs": TINY_KWARGS, "schedule": "cosine"
                "num_steps": 40, "batch_size": 8, "lr": 1e-3, "grad_clip": 1.0, "ema_decay": 0.9, "seed": 0}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def conditional():
     torch.manual_seed(0)

@@ -19,14 +19,6 @@ from notebook_support.sampling import sample_in_chunks
 SMALL_UNET = dict(base_channels=8, channel_mults=[1, 2], num_res_blocks=1, attention_resolutions=[], dropout=0.0)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class ZeroModel(torch.nn.Module):
     def forward(self, x, t):
         return torch.zeros_like(x)

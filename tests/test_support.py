@@ -32,16 +32,6 @@ from notebook_support.environment import PROJECT_ROOT
 TINY_KWARGS = {"image_size": 4, "hidden": 16, "depth": 1, "time_dim": 8}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny tensors: one thread is faster, and a second thread that waits for a busy core (a
-    notebook run beside the tests) made a 0.01 s KID take 1 s."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_config(**changes) -> dict:
     config = {"model": "mlp", "model_kwargs": dict(TINY_KWARGS), "schedule": "cosine", "num_timesteps": 20,
               "num_steps": 40, "batch_size": 8, "lr": 1e-3, "grad_clip": 1.0, "ema_decay": 0.9, "seed": 0}
