@@ -148,8 +148,8 @@ def trial(args) -> None:
     row = {"name": args.name, "overrides": args.set, "params": params, "budget_s": args.budget,
            "steps": config["num_steps"], "train_s": round(train_seconds, 1), "s_per_step": round(per_step, 4),
            "final_loss": round(sum(losses[-200:]) / len(losses[-200:]), 4), "n": args.n,
-           "fid": round(report["fid"], 2), "kid": round(report["kid"], 3),
-           "confident": round(report["confident_share"], 4),
+           **{name: {bound: round(value, 4) for bound, value in report[name].items()}
+              for name in ("fid", "kid_x1e3", "precision", "recall")}, "interval": report["interval"],
            "class_min": round(min(report["class_histogram"]), 4), "class_max": round(max(report["class_histogram"]), 4),
            "ddim50_s": round(sample_seconds, 1), "machine": machine(), "config": config}
     print(json.dumps(row), flush=True)
@@ -160,14 +160,21 @@ def trial(args) -> None:
 def table(args) -> None:
     """The trials of a log as a markdown table, each against the first trial at the same n."""
     rows = [json.loads(line) for line in Path(args.log).read_text().splitlines() if line.strip()]
-    print("| trial | change against the base | params | steps | train s | FID | KID | confident | classes min–max |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    def shown(measure, digits: int) -> str:  # rows written before the intervals hold a bare number
+        if not isinstance(measure, dict):
+            return "–" if measure is None else f"{measure:.{digits}f}"
+        return f"{measure['value']:.{digits}f} [{measure['low']:.{digits}f}, {measure['high']:.{digits}f}]"
+
+    print("| trial | change against the base | params | steps | train s | FID [95 %] | KID ×10³ | precision | recall "
+          "| classes min–max |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         if r["n"] != args.n:
             continue
         change = ", ".join(r["overrides"]) or "(the base recipe)"
-        print(f"| {r['name']} | {change} | {r['params']:,} | {r['steps']} | {r['train_s']:.0f} | {r['fid']:.1f} | "
-              f"{r['kid']:.1f} | {r['confident']:.1%} | {r['class_min']:.1%}–{r['class_max']:.1%} |")
+        print(f"| {r['name']} | {change} | {r['params']:,} | {r['steps']} | {r['train_s']:.0f} | "
+              f"{shown(r['fid'], 1)} | {shown(r.get('kid_x1e3'), 1)} | {shown(r.get('precision'), 3)} | {shown(r.get('recall'), 3)} | "
+              f"{r['class_min']:.1%}–{r['class_max']:.1%} |")
 
 
 def main() -> None:

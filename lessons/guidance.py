@@ -34,9 +34,17 @@ class ConditionalUNet(UNet):
         return self.denoise(x, self.time_embed(t) + self.class_embed(y))   # (B, 4 * base) -> (B, 1, 28, 28)
 
 
+import math
+import numbers
+
+MAX_GUIDANCE = 50   # |w| above this is refused: Ho & Salimans use w <= 5, Imagen up to 30 (with thresholding)
+
+
 def guided_eps(model: ConditionalUNet, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, w: float) -> torch.Tensor:
     """Classifier-free guidance: eps(x, t, no class) + w * (eps(x, t, y) - eps(x, t, no class)).
-    w = 0 and w = 1 need one prediction; otherwise both come from one pass over 2B images."""
+    w = 0 and w = 1 need one prediction; otherwise both come from one pass over 2B images.
+    w is checked by check_guidance_weight, which says what each range of w does."""
+    w = check_guidance_weight(w)
     if w == 0:
         return model(x, t)                                                 # unconditional
     if w == 1:
@@ -46,17 +54,122 @@ def guided_eps(model: ConditionalUNet, x: torch.Tensor, t: torch.Tensor, y: torc
     return eps_uncond + w * (eps_cond - eps_uncond)
 
 
+def check_guidance_weight(w) -> float:
+    """w as a float, or a clear error. w = 0 is the unconditional model, w = 1 the plain conditional
+    one, w > 1 goes further along the direction the label adds (Ho & Salimans' w' = w - 1), 0 < w < 1
+    mixes the two, and w < 0 pushes *away* from the label (negative guidance: digits that look least
+    like y). w must be a finite real number in [-MAX_GUIDANCE, MAX_GUIDANCE]: NaN makes every sample
+    NaN, and a huge |w| one saturated shape everywhere."""
+    if isinstance(w, bool) or not isinstance(w, numbers.Real):             # numpy numbers pass; "2", None, True do not
+        raise TypeError(f"w must be a real number (an int or a float), got {type(w).__name__} {w!r}")
+    w = float(w)
+    if not math.isfinite(w):
+        raise ValueError(f"w must be a finite number, got {w}")
+    if abs(w) > MAX_GUIDANCE:
+        raise ValueError(f"w must lie in [-{MAX_GUIDANCE}, {MAX_GUIDANCE}] (the useful range is about 0..10), got {w:g}")
+    return w
+
+
 class Guided(nn.Module):
-    """A guided model as the samplers call it, model(x, t): always `digit` (an int for every image,
-    or (B,) labels), with guidance weight w."""
+    """A guided model as the samplers call it, model(x, t), with guidance weight w (check_guidance_weight).
+
+    digit: the digit to draw for every image, an int or anything integer-like (3.0, numpy.int64(3), a
+    0-d tensor); or one label per image, a (B,) tensor, list or array of whole numbers. Label
+    num_classes and digit=None mean "no class", as in ConditionalUNet: with None the samples are the
+    unconditional model's, whatever w (there is no label to guide towards)."""
 
     def __init__(self, model: ConditionalUNet, digit, w: float):
         super().__init__()
-        self.model, self.digit, self.w = model, digit, float(w)
+        self.model, self.digit, self.w = model, class_labels(digit, model.num_classes), check_guidance_weight(w)
+
+    def for_images(self, start: int, stop: int, total: int) -> "Guided":
+        """The guided model for images start..stop-1 of `total`: sample_in_chunks calls this, so each
+        chunk is drawn with its own labels."""
+        if not isinstance(self.digit, torch.Tensor):
+            return self                                                    # one digit (or none) for every image
+        if total != len(self.digit):
+            raise ValueError(f"Guided holds {len(self.digit)} labels, one per image, but {total} images were asked for")
+        return Guided(self.model, self.digit[start:stop], self.w)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if self.digit is None:
+            return self.model(x, t)                                        # no class: nothing to guide towards
         if isinstance(self.digit, int):
             y = torch.full((x.shape[0],), self.digit, dtype=torch.long, device=x.device)   # (B,)
+        elif len(self.digit) == x.shape[0]:
+            y = self.digit.to(x.device)                                    # (B,)
         else:
-            y = self.digit.to(x.device)
+            raise ValueError(f"Guided holds {len(self.digit)} labels, one per image, but was called on {x.shape[0]} "
+                             "images (sample_in_chunks splits the labels with the chunks)")
         return guided_eps(self.model, x, t, y, self.w)
+
+
+def class_labels(digit, num_classes: int) -> int | torch.Tensor | None:
+    """Guided's `digit` checked: None, an int in [0, num_classes], or (B,) int64 labels in that range."""
+    if digit is None:
+        return None
+    if isinstance(digit, (str, bytes, bool)):
+        raise TypeError(f"digit must be an int 0..{num_classes - 1} ({num_classes} = no class), one label per image, "
+                        f"or None, got {type(digit).__name__} {digit!r}")
+    if isinstance(digit, numbers.Real) and not isinstance(digit, torch.Tensor):
+        digit = torch.tensor(float(digit))                                 # 3, 3.0, numpy.int64(3)
+    try:
+        labels = torch.as_tensor(digit)                                    # lists, arrays, tensors
+    except (TypeError, ValueError, RuntimeError):
+        labels = None
+    if labels is None or labels.dtype == torch.bool or labels.dtype.is_complex:
+        raise TypeError(f"digit must be an int 0..{num_classes - 1} ({num_classes} = no class), one label per image, "
+                        f"or None, got {type(digit).__name__} {digit!r}")
+    if labels.ndim > 1:
+        raise ValueError(f"digit as labels must be one label per image, shape (B,), got shape {tuple(labels.shape)}")
+    if labels.is_floating_point() and not bool((labels == labels.round()).all()):   # NaN fails too
+        raise ValueError(f"digit must be a whole number (labels whole numbers), got {digit!r}")
+    bad = labels[(labels < 0) | (labels > num_classes)]
+    if len(bad):
+        what = "labels" if labels.ndim else "digit"
+        raise ValueError(f"{what} must lie in [0, {num_classes}] ({num_classes} = no class), got {bad.unique()[:5].tolist()}")
+    return int(labels) if labels.ndim == 0 else labels.long()
+
+
+import diffusion_utils as du   # the schedule and Algorithm 2's step, written out in notebooks 1 and 2
+
+
+@torch.no_grad()
+def inpaint(denoiser, schedule: du.DiffusionSchedule, x0: torch.Tensor, known: torch.Tensor,
+            generator: torch.Generator | None = None, clip_x0: bool = True) -> torch.Tensor:
+    """Fill the pixels where known == 0 (Algorithm 2 with RePaint's replacement of the known ones).
+
+    x0: (N, C, H, W) images in [-1, 1]. known: 1 where x0's pixel is kept, 0 where it is drawn, of
+    x0's shape or one mask for every image, (1, C, H, W) or (C, H, W); bool or 0/1 numbers. Other
+    shapes, e.g. (W,) or (H, W), would broadcast in ways nobody meant: refused, as are other values
+    (a 0/255 image mask: pass mask > 0)."""
+    known = inpainting_mask(known, x0)                                    # (N or 1, C, H, W) floats 0 / 1
+    x = torch.randn(x0.shape, generator=generator).to(x0.device)          # x_T ~ N(0, I)
+    for t in range(schedule.num_timesteps - 1, -1, -1):
+        x = du.p_sample(denoiser, schedule, x, t, clip_x0=clip_x0, generator=generator)   # every pixel one step down
+        if t > 0:                                                          # the known pixels at the same noise level
+            level = torch.full((x0.shape[0],), t - 1, device=x0.device)
+            x_known = du.q_sample(schedule, x0, level, generator=generator)
+        else:
+            x_known = x0                                                   # the last step gives x_0: the original itself
+        x = known * x_known + (1 - known) * x
+    return x
+
+
+def inpainting_mask(known: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+    """inpaint's inputs checked (x0: (N, C, H, W) in [-1, 1]; known: a shape inpaint documents,
+    only 0s and 1s); returns known as floats on x0's device."""
+    if not isinstance(x0, torch.Tensor) or x0.ndim != 4:
+        raise ValueError(f"x0 must be images (N, C, H, W), got {tuple(getattr(x0, 'shape', ())) or type(x0).__name__}")
+    du.check_image_range(x0, "x0")
+    if not isinstance(known, torch.Tensor):
+        raise TypeError(f"known must be a torch.Tensor (1 = keep the pixel, 0 = draw it), got {type(known).__name__}")
+    shapes = [tuple(x0.shape), (1, *x0.shape[1:]), tuple(x0.shape[1:])]
+    if tuple(known.shape) not in shapes:
+        raise ValueError(f"known must have x0's shape {shapes[0]}, or {shapes[1]} or {shapes[2]} for one mask for "
+                         f"every image, got {tuple(known.shape)}")
+    values = known.unique().tolist()
+    if not set(values) <= {0, 1}:                                          # NaN is not in {0, 1} either
+        hint = " (a 0/255 image mask? pass mask > 0)" if max(values) > 1 else ""
+        raise ValueError(f"known must hold only 0 (draw) and 1 (keep), got values {values[:6]}{hint}")
+    return known.to(x0.device, x0.dtype)

@@ -113,6 +113,22 @@ def learning_rate(step, num_steps, lr, warmup_steps=0, lr_decay="none") -> float
     return lr
 
 
+def check_labels(labels, num_images, num_classes):
+    """Refuse class labels before step 1, not minutes into a run: an integer tensor (N,), one label
+    per image, each in 0..num_classes-1 (num_classes is the "no class" label that label dropout
+    adds: a digit labelled with it would silently train as unconditional)."""
+    if not isinstance(labels, torch.Tensor):
+        raise TypeError(f"labels must be a tensor of class indices, got {type(labels).__name__}")
+    if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
+        raise TypeError(f"labels must hold integer class indices (torch.long), got dtype {labels.dtype}")
+    if labels.shape != (num_images,):
+        raise ValueError(f"labels must have shape ({num_images},), one per image, got {tuple(labels.shape)}")
+    bad = (labels < 0) | (labels >= num_classes)                                  # (N,)
+    if bad.any():
+        raise ValueError(f"labels must lie in 0..{num_classes - 1} ({num_classes} means \"no class\"), got "
+                         f"{labels[bad].unique()[:10].tolist()} in {int(bad.sum())} of {num_images} labels")
+
+
 def train(model, schedule, data, *, num_steps, batch_size=128, lr=2e-4, grad_clip=1.0, ema_decay=0.9999,
           seed=0, warmup_steps=0, lr_decay="none", min_snr_gamma=None, bf16=False, labels=None, label_dropout=0.0,
           progress=True, resume=None):
@@ -128,8 +144,11 @@ def train(model, schedule, data, *, num_steps, batch_size=128, lr=2e-4, grad_cli
     `label_dropout`, so one network learns both eps(x_t, t, y) and eps(x_t, t)."""
     if lr_decay not in ("none", "cosine"):
         raise ValueError(f"lr_decay must be 'none' or 'cosine', got {lr_decay!r}")
-    if labels is not None and (labels.shape != data.shape[:1] or not hasattr(model, "num_classes")):
-        raise ValueError("labels must have shape (N,) for N images, and the model a num_classes attribute")
+    if labels is not None:                                               # notebook 4: all labels, before step 1
+        if not hasattr(model, "num_classes"):
+            raise ValueError("labels need a class-conditional model, one with a num_classes attribute")
+        check_labels(labels, data.shape[0], model.num_classes)
+        labels = labels.to(data.device, torch.long)
     if not 0 <= label_dropout <= 1:
         raise ValueError(f"label_dropout must lie in [0, 1], got {label_dropout}")
     du.check_image_range(data, "training data")                          # [0, 1] or [0, 255] data is refused

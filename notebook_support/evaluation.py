@@ -1,16 +1,29 @@
-"""Sample quality: an MNIST classifier's features, classifier-feature FID and KID, class coverage.
+"""Sample quality: an MNIST classifier's features, and measures of generated digits in its feature
+space that garbage fails, each with its n and a 95 % interval, beside the real-data floor.
 
 FID proper uses Inception-v3 features of ImageNet photos. Those weights cannot be downloaded
 here, and they describe 28x28 grey digits poorly; we use the penultimate layer (128 features)
 of a small CNN trained on MNIST instead. The numbers therefore compare only with other numbers
-from this classifier, and FID only at equal sample size n (it is biased upwards at small n),
-which is why every figure is reported with its n and next to the real-data floor. KID (Binkowski
-et al. 2018) is unbiased, so it is the figure to trust at small n.
+from this classifier, and only at equal sample size n (FID is biased upwards at small n, and the
+k-NN measures depend on n), which is why every figure is reported with its n and next to the
+real-data floor: the same evaluation of n random training digits (`real_data_floor`). The series
+quotes its headline figures, and "x floor", at HEADLINE_N = 2000 only.
+
+    fid, kid_x1e3      distance of the whole distribution from the 10,000 test digits
+    realism, precision fidelity: do the samples look like real digits? (noise and blanks get 0
+                       realism; precision, and density, can let blanks in at some n)
+    recall, coverage   variety: are all kinds of real digits drawn? (one repeated digit gets ~0)
+    class_histogram    which digit the classifier sees; classes_with_5pct and class_tv summarise it
+
+The classifier's confidence is not a quality measure: pure noise is classified with p > 0.9.
+The measures themselves are in `notebook_support.metrics`; `format_quality` prints one line.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
+import time
 import warnings
 from pathlib import Path
 
@@ -23,10 +36,13 @@ import diffusion_utils as du
 from .checkpoints import load_checkpoint
 from .environment import CHECKPOINT_DIR, DATA_DIR
 from .files import CorruptFileError, atomic_torch_save, load_torch_file
+from .metrics import Reference, check_scoring, prepare_reference, score_draws, score_features
+from .metrics import feature_statistics, frechet_distance, kernel_inception_distance  # noqa: F401 (public names)
 
 CLASSIFIER_PATH = CHECKPOINT_DIR / "mnist_classifier.pt"
 CLASSIFIER_CONFIG = {"model": "mnist_classifier", "channels": [32, 64], "features": 128, "dropout": 0.25}
 MIN_COMPARABLE_N = 256  # below this FID is far from its large-n value (and rank-deficient below 129)
+HEADLINE_N = 2000  # the series' one n for headline figures; "x floor" is quoted at this n only
 
 
 class MNISTClassifier(nn.Module):
@@ -102,15 +118,16 @@ def _check_images(images, name: str = "images") -> None:
 @torch.no_grad()
 def classifier_outputs(classifier: MNISTClassifier, images: torch.Tensor,
                        batch_size: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
-    """Features (N, 128) in float64 and softmax probabilities (N, 10) for images in [-1, 1]."""
+    """Features (N, 128) in float64 and softmax probabilities (N, 10) in float32, both on the CPU,
+    for images in [-1, 1]. The classifier runs on its own device in float32."""
     _check_images(images)
     device = next(classifier.parameters()).device
     feats, probs = [], []
     for chunk in images.split(batch_size):
-        f = classifier.features(chunk.to(device).float())  # (b, 128)
-        feats.append(f.double().cpu())
-        probs.append(classifier.head(f).softmax(-1).cpu())
-    return torch.cat(feats), torch.cat(probs)
+        f = classifier.features(chunk.to(device).float())  # (b, 128) float32 on the classifier's device
+        probs.append(classifier.head(f).softmax(-1).to("cpu", torch.float32))  # (b, 10)
+        feats.append(f.to("cpu", torch.float32))  # (b, 128); float64 only on the CPU: MPS has none
+    return torch.cat(feats).double(), torch.cat(probs)
 
 
 def classifier_accuracy(classifier: MNISTClassifier, images: torch.Tensor, labels: torch.Tensor) -> float:
@@ -119,71 +136,24 @@ def classifier_accuracy(classifier: MNISTClassifier, images: torch.Tensor, label
     return (probs.argmax(-1) == labels.cpu()).double().mean().item()
 
 
-def feature_statistics(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean (D,) and covariance (D, D), in float64, of features (N, D)."""
-    if features.ndim != 2 or features.shape[0] < 2:
-        raise ValueError(f"features must have shape (N >= 2, D), got {tuple(features.shape)}")
-    f = features.double()
-    mu = f.mean(0)
-    centred = f - mu
-    return mu, centred.T @ centred / (f.shape[0] - 1)
+_TEST_FEATURES: dict = {}   # weights key -> test-split features
+_REFERENCES: dict = {}      # weights key -> (those features, their prepared Reference)
+_FLOORS: dict = {}          # (weights key, root, n, seed, k, num_draws) -> real_data_floor's report
+_UNWRITABLE_WARNED: set = set()  # cache files already warned about
 
 
-def _sqrtm_psd(matrix: torch.Tensor) -> torch.Tensor:
-    values, vectors = torch.linalg.eigh(matrix)
-    return (vectors * values.clamp(min=0).sqrt()) @ vectors.T
-
-
-def frechet_distance(mu1: torch.Tensor, sigma1: torch.Tensor, mu2: torch.Tensor, sigma2: torch.Tensor) -> float:
-    """Frechet distance between N(mu1, sigma1) and N(mu2, sigma2), in float64:
-
-        ||mu1 - mu2||^2 + tr(sigma1 + sigma2 - 2 (sigma1 sigma2)^(1/2)).
-
-    tr((s1 s2)^(1/2)) is the sum of square roots of the eigenvalues of the symmetric matrix
-    s1^(1/2) s2 s1^(1/2), which has the same spectrum (no scipy needed).
-    """
-    mu1, mu2, sigma1, sigma2 = (x.double() for x in (mu1, mu2, sigma1, sigma2))
-    if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape or sigma1.shape != (mu1.numel(),) * 2:
-        raise ValueError("frechet_distance needs means (D,) and covariances (D, D) of equal D")
-    root1 = _sqrtm_psd(sigma1)
-    middle = root1 @ sigma2 @ root1
-    middle = (middle + middle.T) / 2  # symmetric up to round-off
-    trace_sqrt = torch.linalg.eigvalsh(middle).clamp(min=0).sqrt().sum()
-    value = (mu1 - mu2).pow(2).sum() + sigma1.trace() + sigma2.trace() - 2 * trace_sqrt
-    return max(value.item(), 0.0)
-
-
-def kernel_inception_distance(features_a: torch.Tensor, features_b: torch.Tensor, *,
-                              subset_size: int = 1000, num_subsets: int = 20, seed: int = 0) -> float:
-    """KID: the unbiased estimate of the squared MMD with the kernel k(x, y) = (x.y / D + 1)^3,
-    averaged over `num_subsets` random subsets of min(subset_size, n) items of each set.
-    Its expectation does not depend on n (0 for two samples of one distribution)."""
-    a, b = features_a.double(), features_b.double()
-    m = min(subset_size, a.shape[0], b.shape[0])
-    if m < 2:
-        raise ValueError(f"KID needs at least 2 features in each set, got {a.shape[0]} and {b.shape[0]}")
-    dim = a.shape[1]
-    generator = torch.Generator().manual_seed(seed)
-    estimates = []
-    for _ in range(num_subsets):
-        x = a[torch.randperm(a.shape[0], generator=generator)[:m]]  # (m, D)
-        y = b[torch.randperm(b.shape[0], generator=generator)[:m]]  # (m, D)
-        k_xx, k_yy, k_xy = ((p @ q.T / dim + 1) ** 3 for p, q in ((x, x), (y, y), (x, y)))  # (m, m) each
-        within = (k_xx.sum() - k_xx.diagonal().sum() + k_yy.sum() - k_yy.diagonal().sum()) / (m * (m - 1))
-        estimates.append((within - 2 * k_xy.mean()).item())
-    return sum(estimates) / len(estimates)
-
-
-_TEST_FEATURES: dict = {}
+def _weights_key(classifier: MNISTClassifier) -> str:
+    weights = b"".join(v.cpu().numpy().tobytes() for v in classifier.state_dict().values())
+    return hashlib.sha256(weights).hexdigest()[:12]
 
 
 def reference_features(classifier: MNISTClassifier, root: str | Path = DATA_DIR, cache: bool = True) -> torch.Tensor:
-    """Classifier features (10000, 128) of the MNIST test images, cached on disk by weights;
-    a corrupt cache file is rebuilt."""
+    """Classifier features (10000, 128) of the MNIST test images, cached in memory and on disk by
+    weights; a corrupt cache file is rebuilt. When the cache cannot be written (a read-only data
+    folder) the features are used anyway, with one warning per file."""
     from .data import mnist_tensor
 
-    weights = b"".join(v.cpu().numpy().tobytes() for v in classifier.state_dict().values())
-    key = hashlib.sha256(weights).hexdigest()[:12]
+    key = _weights_key(classifier)
     if key in _TEST_FEATURES:
         return _TEST_FEATURES[key]
     cache_file = Path(root) / f"test_features_{key}.pt"
@@ -197,33 +167,159 @@ def reference_features(classifier: MNISTClassifier, root: str | Path = DATA_DIR,
         images, _ = mnist_tensor(root, train=False)
         features, _ = classifier_outputs(classifier, images)
         if cache:
-            atomic_torch_save({"features": features}, cache_file)
+            try:
+                atomic_torch_save({"features": features}, cache_file)
+            except OSError as exc:  # read-only folder, disk full: the features are still right
+                if cache_file not in _UNWRITABLE_WARNED:
+                    _UNWRITABLE_WARNED.add(cache_file)
+                    warnings.warn(f"cannot write the test-split feature cache {cache_file} ({exc.strerror or exc}); "
+                                  "evaluating anyway, the features are recomputed in each new session",
+                                  stacklevel=3)
     _TEST_FEATURES[key] = features
     return features
 
 
-def evaluate_samples(images: torch.Tensor, classifier: MNISTClassifier | None = None,
-                     root: str | Path = DATA_DIR, confidence: float = 0.9) -> dict:
-    """Quality of generated digits (N, 1, 28, 28) in [-1, 1] against the 10,000 MNIST test digits.
+def prepared_reference(classifier: MNISTClassifier, root: str | Path = DATA_DIR) -> Reference:
+    """The test split's features with their FID and KID statistics (metrics.Reference), prepared
+    once per classifier: what evaluate_samples scores against."""
+    features = reference_features(classifier, root)
+    key = _weights_key(classifier)
+    cached = _REFERENCES.get(key)
+    if cached is None or cached[0] is not features:
+        cached = _REFERENCES[key] = (features, prepare_reference(features))
+    return cached[1]
 
-    Returns {"n", "fid", "kid", "class_histogram" (10 shares summing to 1), "confident_share"
-    (share whose top class probability exceeds `confidence`)}. Warns when n is below
-    MIN_COMPARABLE_N: the FID is then not comparable with FIDs at other n (compare KID).
+
+def class_coverage(probs: torch.Tensor) -> dict:
+    """Class histogram of the arg-max classes of probs (N, 10): {"class_histogram" (10 shares
+    summing to 1), "classes_with_5pct" (classes holding at least 5 % of the samples; 10 for real
+    digits), "class_tv" (total variation distance from uniform: 0 = even, 0.9 = one class)}."""
+    histogram = torch.bincount(probs.argmax(-1).cpu(), minlength=10).double() / probs.shape[0]  # (10,)
+    return {"class_histogram": histogram.tolist(),
+            "classes_with_5pct": int((histogram >= 0.05).sum().item()),
+            "class_tv": 0.5 * (histogram - 0.1).abs().sum().item()}
+
+
+def evaluate_samples(images: torch.Tensor, classifier: MNISTClassifier | None = None,
+                     root: str | Path = DATA_DIR, *, seed: int = 0, k: int = 3, num_resamples: int = 100) -> dict:
+    """Quality of generated digits (N, 1, 28, 28) in [-1, 1], N >= 2, in the classifier's features.
+
+    Returns a dict:
+      "n", "seed", "k", "reference_n" (how many random test digits the k-NN measures compare with: n);
+      "fid", "kid_x1e3", "precision", "realism", "recall", "density", "coverage": each {"value", "low",
+        "high"},
+        a 95 % interval over the draw of the n samples (bootstrap; "interval" says how it was made);
+      "class_histogram", "classes_with_5pct", "class_tv" (see class_coverage); "seconds".
+
+    FID and KID compare with all 10,000 test digits. KID's kernel (x.y / 128 + 1)^3 sees the
+    features divided by their root-mean-square value on the test split (raw, the kernel's values run
+    into the hundreds and KID into the millions); it is reported x 10^3 and is unbiased: its
+    average over many draws is the true squared distance, which is 0 for real digits, so a single
+    estimate for samples as good as real data lands below 0 about half the time; read a negative
+    KID as "no difference found at this n". Where samples are as good as real digits, the bootstrap
+    overstates the spread of FID and KID (1.7x and 2.0x at n = 500, benchmarks/interval_check.py),
+    so near the floor their intervals are conservative. Precision and recall (Kynkaanniemi et al. 2019) use
+    k-NN manifolds (k = 3) against n random test digits (drawn with `seed`, so a model and its
+    floor at the same n and seed meet the same digits); realism counts only the half of the real
+    balls with the smaller radii (see notebook_support.metrics), and density and coverage (Naeem et
+    al. 2020) use the same balls (for real data their expected values are 1 and 1 - 2^-k = 0.875).
+    Compare any of them only at equal n, next to real_data_floor(n). Costs about 6 s at n = 2000
+    on a 2-core CPU (once per session ~3 s more to prepare the test split's statistics, and ~15 s
+    for its features when data/ holds no cached copy). Warns when n is below MIN_COMPARABLE_N.
     """
+    start = time.perf_counter()
     _check_images(images)
     n = int(images.shape[0])
+    check_scoring(n, k, seed, num_resamples)
     if n < MIN_COMPARABLE_N:
         warnings.warn(f"FID from n = {n} samples is biased upwards (and below 129 samples the 128-d "
                       "covariance is singular): compare it only with FIDs at the same n, or use KID",
                       stacklevel=2)
     classifier = classifier if classifier is not None else load_classifier()
-    feats, probs = classifier_outputs(classifier, images)
-    test_feats = reference_features(classifier, root)
-    mu, sigma = feature_statistics(feats)
-    mu_test, sigma_test = feature_statistics(test_feats)
-    top_prob, top_class = probs.max(-1)
-    histogram = torch.bincount(top_class, minlength=10).double() / n
-    return {"n": n, "fid": frechet_distance(mu, sigma, mu_test, sigma_test),
-            "kid": kernel_inception_distance(feats, test_feats),
-            "class_histogram": histogram.tolist(),
-            "confident_share": (top_prob > confidence).double().mean().item()}
+    feats, probs = classifier_outputs(classifier, images)  # (n, 128) float64, (n, 10), both on the CPU
+    report = {"n": n, "seed": seed,
+              **score_features(feats, prepared_reference(classifier, root), seed=seed, k=k,
+                               num_resamples=num_resamples),
+              **class_coverage(probs)}
+    report["seconds"] = time.perf_counter() - start
+    return report
+
+
+def real_data_floor(n: int, classifier: MNISTClassifier | None = None, root: str | Path = DATA_DIR, *,
+                    seed: int = 0, k: int = 3, num_draws: int = 5) -> dict:
+    """The best a generator can score at this n: the measures of evaluate_samples for `num_draws`
+    independent sets of n random MNIST training digits (drawn with `seed`; never the first n, which
+    are not a random sample), in the same dict shape. Each measure's "value" is the mean over the
+    sets and its interval the range in which 95 % of single sets of n real digits fall (mean +- 1.96
+    sd); the class fields pool all the sets. Print it beside a model's report at the same n and
+    seed (format_quality). Costs num_draws x n classifier passes (~25 s at n = 2000 on a 2-core
+    CPU); cached in memory per (classifier, root, n, seed, k, num_draws)."""
+    from .data import mnist_tensor
+
+    if not isinstance(num_draws, int) or isinstance(num_draws, bool) or num_draws < 2:
+        raise ValueError(f"num_draws must be an int >= 2, got {num_draws!r}")
+    if not isinstance(n, int) or isinstance(n, bool) or not 2 <= n <= 60000 // num_draws:
+        raise ValueError(f"n must be an int in [2, {60000 // num_draws}] ({num_draws} draws of n from the 60,000 "
+                         f"training digits), got {n!r}")
+    check_scoring(n, k, seed)
+    classifier = classifier if classifier is not None else load_classifier()
+    key = (_weights_key(classifier), str(root), n, seed, k, num_draws)
+    if key not in _FLOORS:
+        start = time.perf_counter()
+        images, _ = mnist_tensor(root, train=True)  # (60000, 1, 28, 28)
+        pick = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(seed))[:n * num_draws]
+        feats, probs = classifier_outputs(classifier, images[pick])  # (R n, 128), (R n, 10)
+        _FLOORS[key] = {"n": n, "seed": seed, "draws": num_draws,
+                        **score_draws(list(feats.split(n)), prepared_reference(classifier, root), seed=seed, k=k),
+                        **class_coverage(probs), "seconds": time.perf_counter() - start}
+    return copy.deepcopy(_FLOORS[key])
+
+
+def garbage_sets(n: int, root: str | Path = DATA_DIR, *, seed: int = 1) -> dict[str, torch.Tensor]:
+    """n images (N, 1, 28, 28) in [-1, 1] of each set a measuring stick must tell apart (issue 17):
+    "real digits" (n random training digits, drawn with `seed`) and four kinds of garbage, "pure
+    noise" (Gaussian, clamped), "blank" (all -1), "one digit repeated" (one real digit n times) and
+    "one-class collapse" (n real 1s)."""
+    from .data import mnist_tensor
+
+    images, labels = mnist_tensor(root, train=True)
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(images.shape[0], generator=generator)
+    ones = order[labels[order] == 1]
+    if not 2 <= n <= ones.numel():
+        raise ValueError(f"n must be in [2, {ones.numel()}] (the training set's 1s), got {n!r}")
+    return {"real digits": images[order[:n]],
+            "pure noise": torch.randn(n, 1, 28, 28, generator=generator).clamp(-1, 1),
+            "blank": torch.full((n, 1, 28, 28), -1.0),
+            "one digit repeated": images[order[:1]].repeat(n, 1, 1, 1),
+            "one-class collapse": images[ones[:n]]}
+
+
+def _with_interval(measure: dict, digits: int) -> str:
+    return f"{measure['value']:.{digits}f} [{measure['low']:.{digits}f}, {measure['high']:.{digits}f}]"
+
+
+def format_quality(report: dict, floor: dict | None = None) -> str:
+    """One line for a notebook: n, then FID, KID x 10^3, precision, realism and recall, each with its 95 %
+    interval and, given `floor` (real_data_floor at the same n), the floor's value and interval
+    beside it. The ratio to the floor's FID is shown only at n = HEADLINE_N, the one n at which the
+    series quotes it (the ratio changes with n).
+
+        n = 2000 | FID 66.9 [63.1, 70.2] (floor 6.0 [5.6, 6.4], 11.2x) | KID x1e3 ... | precision ... | ...
+    """
+    if floor is not None and floor.get("n") != report.get("n"):
+        raise ValueError(f"the floor must be measured at the same n as the report: got n = {floor.get('n')} "
+                         f"for the floor and n = {report.get('n')} for the samples")
+    parts = [f"n = {report['n']}"]
+    for key, label, digits in (("fid", "FID", 1), ("kid_x1e3", "KID x1e3", 1),
+                               ("precision", "precision", 3), ("realism", "realism", 3), ("recall", "recall", 3)):
+        text = f"{label} {_with_interval(report[key], digits)}"
+        if floor is not None:
+            beside = f"floor {_with_interval(floor[key], digits)}"
+            if key == "fid" and report["n"] == HEADLINE_N and floor[key]["value"] > 0:
+                beside += f", {report[key]['value'] / floor[key]['value']:.1f}x"
+            text += f" ({beside})"
+        parts.append(text)
+    return " | ".join(parts)
+
+
