@@ -8,7 +8,10 @@ comes from:
     data          verified MNIST with an offline mirror
     checkpoints   config validation, architecture fingerprints, checkpoint files
     training      the resumable, config-keyed training runner (load_or_train)
-    evaluation    the MNIST classifier, classifier-feature FID and KID, class coverage
+    evaluation    the MNIST classifier; sample quality with intervals beside the real-data floor
+    metrics       the feature-space maths: FID, KID, k-NN precision/realism/recall, bootstrap
+    results       result files under benchmarks/results/ (write, find the newest, cite)
+    sampling      many digits in chunks of 128 on a CPU
     plots         image grids, denoising strips and GIFs
     export        writes the notebooks' `#| export` cells to the `lessons` package
 

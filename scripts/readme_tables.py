@@ -218,7 +218,8 @@ def _measure(measure: dict, digits: int) -> str:
     return f"{measure['value']:,.{digits}f} [{measure['low']:,.{digits}f}, {measure['high']:,.{digits}f}]"
 
 
-QUALITY_COLUMNS = (("fid", "FID", 1), ("kid_x1e3", "KID ×10³", 1), ("precision", "precision", 3), ("recall", "recall", 3))
+QUALITY_COLUMNS = (("fid", "FID", 1), ("kid_x1e3", "KID ×10³", 1), ("precision", "precision", 3), ("realism", "realism", 3),
+                   ("recall", "recall", 3))
 QUALITY_ROWS = (  # benchmarks/quality.py run -> what the README calls it
     ("unet-ddpm1000-clip", "U-Net (notebook 3), DDPM-1000, x̂₀ clipped"),
     ("unet-ddim50-clip", "U-Net (notebook 3), DDIM-50, x̂₀ clipped"),
@@ -315,7 +316,8 @@ def garbage_table(current: str) -> str:
     result = latest_result("garbage_check")
     sets = result["sets"]
     floor = sets["real-data floor"]
-    columns = (("fid", "FID", 1), ("precision", "precision", 3), ("recall", "recall", 3), ("coverage", "coverage", 3))
+    columns = (("fid", "FID", 1), ("precision", "precision", 3), ("realism", "realism", 3), ("recall", "recall", 3),
+               ("coverage", "coverage", 3))
     rows = [[name, *(_measure(r[key], digits) for key, _, digits in columns), str(r["classes_with_5pct"])]
             for name, r in sets.items()]
     return (_markdown_rows(["images", *(label for _, label, _ in columns), "classes ≥ 5 %"], rows) +
