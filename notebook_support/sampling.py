@@ -1,9 +1,9 @@
-"""Sampling many digits on a CPU: call a sampler of `diffusion_utils` on chunks of the batch size
-that runs fastest, and concatenate.
+"""Sampling many digits on a CPU: call a sampler of `diffusion_utils` on chunks of 128 images and
+concatenate.
 
-A 2-core CPU moves more images per second through the U-Net at batch 128 than at 256 or 500
-(larger activations fall out of the cache), so drawing 2,000 digits as one batch is slower than
-drawing them 128 at a time. Every chunk continues the same generator, so a run is reproducible.
+Chunks bound the memory of a 2,000-digit run, and on a 2-core CPU batch 128 is among the fastest
+in the committed logs (notebook 3 prints them: no size wins everywhere; batch 500 was the
+slowest). Every chunk continues the same generator, so a run is reproducible.
 
 A model that holds something per image (notebook 4's `Guided` with one label per image) says how
 to split it: it has a method `for_images(start, stop, total)` that returns the model for images
