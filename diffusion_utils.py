@@ -17,13 +17,20 @@ What the notebooks use but do not teach lives in the ``notebook_support`` packag
 from __future__ import annotations
 
 import math
+import sys
 import warnings
 from typing import Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from tqdm.std import tqdm
+
+def progress_bar(iterable, **kwargs):
+    """A text progress bar on stdout (tqdm's plain one): it looks the same in a terminal, in Jupyter
+    and in a committed notebook, where a widget bar would show a frozen 0 % and stderr a red box."""
+    return tqdm(iterable, file=sys.stdout, dynamic_ncols=True, **kwargs)
+
 
 def _randn(shape, generator: torch.Generator | None, device, dtype=torch.float32) -> torch.Tensor:
     """Standard normal noise drawn with `generator` (which may live on another device)."""
@@ -331,8 +338,7 @@ def p_sample_loop(model: nn.Module, schedule: DiffusionSchedule, shape: Sequence
     was_training = model.training
     model.eval()
     try:
-        for t in tqdm(range(T - 1, -1, -1), desc="DDPM sampling", disable=not progress,
-                      dynamic_ncols=True):  # Algorithm 2 line 2
+        for t in progress_bar(range(T - 1, -1, -1), desc="DDPM sampling", disable=not progress):  # Algorithm 2 line 2
             x = p_sample(model, schedule, x, t, clip_x0=clip_x0, generator=generator)
             # x now holds the paper's x_t (index t was the step x_{t+1} -> x_t in paper numbering)
             if return_trajectory and t % trajectory_stride == 0:
@@ -374,8 +380,7 @@ def ddim_sample(model: nn.Module, schedule: DiffusionSchedule, shape: Sequence[i
     was_training = model.training
     model.eval()
     try:
-        for i, t in enumerate(tqdm(timesteps, desc=f"DDIM-{num_steps} sampling", disable=not progress,
-                                   dynamic_ncols=True)):
+        for i, t in enumerate(progress_bar(timesteps, desc=f"DDIM-{num_steps} sampling", disable=not progress)):
             t_prev = timesteps[i + 1] if i + 1 < len(timesteps) else -1
             tb = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)  # (B,)
             ab_t = schedule.alphas_cumprod[t]

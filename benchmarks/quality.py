@@ -89,7 +89,6 @@ def draw_digits(model, schedule, path: Path, n: int, seed: int, sampler_name: st
     """Draw n digits CHUNK at a time, saving to `path` after every chunk; resumes a partial file.
     Chunk i starts from x_T drawn by a generator seeded with (seed, i), so every model and
     setting drawn with the same seed starts from the same noise. `record` is stored alongside."""
-    from tqdm.auto import tqdm
 
     state = load_torch_file(path, what="partial samples") if path.is_file() else {"chunks": [], "seconds": 0.0}
     num_chunks = -(-n // CHUNK)
@@ -97,8 +96,8 @@ def draw_digits(model, schedule, path: Path, n: int, seed: int, sampler_name: st
         print(f"{path.name}: {n} digits already drawn")
         return path
     sampler, kwargs = SAMPLERS[sampler_name]
-    for index in tqdm(range(len(state["chunks"]), num_chunks), desc=path.stem, initial=len(state["chunks"]),
-                      total=num_chunks):
+    for index in du.progress_bar(range(len(state["chunks"]), num_chunks), desc=path.stem,
+                                 initial=len(state["chunks"]), total=num_chunks):
         size = min(CHUNK, n - index * CHUNK)
         generator = torch.Generator().manual_seed(seed * 1_000_003 + index)   # x_T of this chunk, shared by clip on/off
         x_T = torch.randn((size, 1, 28, 28), generator=generator)             # (size, 1, 28, 28)

@@ -15,7 +15,8 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
-from tqdm.auto import tqdm
+
+import diffusion_utils as du
 
 CPU_CHUNK = 128  # bounded memory; among the fastest batches on a 2-core CPU (notebook 3 prints the logs)
 
@@ -42,7 +43,8 @@ def sample_in_chunks(sampler: Callable, model, schedule, num_samples: int, *, ch
         raise ValueError(f"x_T must have shape {(num_samples, *image_shape)}, got {tuple(x_T.shape)}")
     samples, frames, labels = [], [], None
     starts = range(0, num_samples, chunk_size)
-    for start in tqdm(starts, desc=f"{len(starts)} chunks of {chunk_size}", disable=not progress or len(starts) == 1):
+    for start in du.progress_bar(starts, desc=f"{len(starts)} chunks of {chunk_size}",
+                                 disable=not progress or len(starts) == 1):
         size = min(chunk_size, num_samples - start)
         chunk_x_T = x_T[start:start + size] if x_T is not None else None
         # e.g. Guided with one label per image: this chunk's labels, not the first `size` of them
