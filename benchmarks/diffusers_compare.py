@@ -9,10 +9,10 @@ Run by hand (issues 12 and 17):
 Three rows, each trained from scratch for `--budget` CPU seconds (time.process_time: the CPU time
 of this process, summed over its threads, so that other programs sharing the machine do not
 change a row's budget; on an idle 2-core CPU it runs at about twice the wall-clock time):
-1. "ours": notebook 3's UNet with LAPTOP_CONFIG's recipe, trained by notebook 2's `train` loop.
+1. "ours": notebook 3's UNet with LAPTOP_CONFIG's recipe, trained by notebook 3's `train_recipe` loop.
 2. "diffusers, our recipe": diffusers' `UNet2DModel` with the same widths (24, 48, 48), one
    ResBlock per level and attention in the bottleneck (the same 598,921 parameters), wrapped to
-   predict eps from (x_t, t) and trained by the very same `train` call, with the same recipe
+   predict eps from (x_t, t) and trained by the very same `train_recipe` call, with the same recipe
    (batch 128, lr warm-up and cosine decay, min-SNR-5, EMA, grad-clip, precision). Only the
    network code differs from row 1.
 3. "diffusers, tutorial recipe": the same `UNet2DModel` trained by the recipe of diffusers' "Train
@@ -39,8 +39,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import diffusion_utils as du  # noqa: E402
-from lessons.mlp import train  # noqa: E402
-from lessons.unet import UNet  # noqa: E402
+from lessons.unet import UNet, train_recipe  # noqa: E402
 from notebook_support.data import mnist_tensor  # noqa: E402
 from notebook_support.environment import PROJECT_ROOT  # noqa: E402
 from notebook_support.export import notebook_config  # noqa: E402
@@ -137,12 +136,12 @@ def train_diffusers(data: torch.Tensor, budget_s: float, resume_path: Path, seed
 
 
 def train_seconds_per_step(make_model, schedule, data, recipe: dict, steps: int = 3) -> float:
-    """CPU seconds per training step of `train` with `recipe`, timed on a throwaway model after one
+    """CPU seconds per training step of `train_recipe` with `recipe`, timed on a throwaway model after one
     warm-up step (the first step allocates and is slower)."""
     probe = dict(recipe, num_steps=1, progress=False)
-    train(make_model(), schedule, data, **probe)                           # warm-up
+    train_recipe(make_model(), schedule, data, **probe)                    # warm-up
     started = time.process_time()
-    train(make_model(), schedule, data, **dict(probe, num_steps=steps))
+    train_recipe(make_model(), schedule, data, **dict(probe, num_steps=steps))
     return (time.process_time() - started) / steps
 
 
@@ -158,7 +157,7 @@ def train_row(row: str, data: torch.Tensor, budget_s: float, bf16: bool) -> tupl
     recipe["num_steps"] = max(1, int(budget_s / per_step))
     torch.manual_seed(0)                                                   # the initial weights
     started = time.process_time()
-    model, losses = train(make_model(), schedule, data, **dict(recipe, progress=True))
+    model, losses = train_recipe(make_model(), schedule, data, **dict(recipe, progress=True))
     seconds = time.process_time() - started
     return model, {"steps": recipe["num_steps"], "train_seconds": seconds, "timed_seconds_per_step": per_step,
                    "batch": recipe["batch_size"], "final_loss": sum(losses[-100:]) / len(losses[-100:]),

@@ -29,8 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import diffusion_utils as du  # noqa: E402
-from lessons.mlp import train  # noqa: E402
-from lessons.unet import UNet  # noqa: E402
+from lessons.unet import UNet, train_recipe  # noqa: E402
 from notebook_support.checkpoints import validate_config  # noqa: E402
 from notebook_support.data import mnist_tensor  # noqa: E402
 from notebook_support.environment import PROJECT_ROOT  # noqa: E402
@@ -57,15 +56,15 @@ def machine() -> str:
 
 def seconds_per_train_step(model_kwargs: dict, batch: int, bf16: bool, data: torch.Tensor, steps: int = 4,
                            channels_last: bool = False) -> float:
-    """Wall time of one step of notebook 2's loop (loss, backward, clip, Adam, EMA) after one warm-up step."""
+    """Wall time of one step of notebook 3's recipe loop (loss, backward, clip, Adam, EMA) after one warm-up step."""
     torch.manual_seed(0)
     model = UNet(**model_kwargs)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     schedule = du.DiffusionSchedule()
-    train(model, schedule, data, num_steps=1, batch_size=batch, bf16=bf16, progress=False)   # warm-up
+    train_recipe(model, schedule, data, num_steps=1, batch_size=batch, bf16=bf16, progress=False)  # warm-up
     started = time.perf_counter()
-    train(model, schedule, data, num_steps=steps, batch_size=batch, bf16=bf16, progress=False)
+    train_recipe(model, schedule, data, num_steps=steps, batch_size=batch, bf16=bf16, progress=False)
     return (time.perf_counter() - started) / steps
 
 
@@ -130,15 +129,15 @@ def trial(args) -> None:
         per_step = seconds_per_train_step(config["model_kwargs"], config["batch_size"], config.get("bf16", False),
                                           data[:4096])
     config["num_steps"] = args.steps or max(1, int(args.budget / per_step))
-    kwargs = train_kwargs(config)                                          # what train() takes of the config
-    validate_config(config, UNet, train)
+    kwargs = train_kwargs(config)                                          # what train_recipe takes of the config
+    validate_config(config, UNet, train_recipe)
     schedule = du.DiffusionSchedule(num_timesteps=config["num_timesteps"], schedule=config["schedule"])
     torch.manual_seed(config.get("seed", 0))
     model = UNet(**config["model_kwargs"])
     params = sum(p.numel() for p in model.parameters())
     print(f"{args.name}: {params:,} parameters, {per_step:.3f} s/step -> {config['num_steps']} steps", flush=True)
     started = time.perf_counter()
-    ema_model, losses = train(model, schedule, data, progress=False, **kwargs)
+    ema_model, losses = train_recipe(model, schedule, data, progress=False, **kwargs)
     train_seconds = time.perf_counter() - started
     started = time.perf_counter()
     samples = sample_in_chunks(du.ddim_sample, ema_model, schedule, args.n, num_steps=50, clip_x0=True,

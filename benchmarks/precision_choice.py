@@ -6,7 +6,7 @@ autocast is emulated in software. notebook_support.training therefore uses a con
 where the device computes it natively (`choose_bf16`) and times its "this will take about X"
 estimate on a few steps of the real loop after warm-up, with the settings it will use
 (`seconds_per_step`). This script checks both on the machine at hand, with the notebooks' own
-pieces (lessons.unet.UNet, lessons.mlp.train, LAPTOP_CONFIG read from the notebook):
+pieces (lessons.unet.UNet and train_recipe, LAPTOP_CONFIG read from the notebook):
 
 1. seconds per step in float32 and in bf16 autocast, each after the same warm-up, at the config's
    batch size: which one is faster here (fewer steps than the estimate: emulated bf16 is slow);
@@ -35,8 +35,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import diffusion_utils as du  # noqa: E402
-from lessons.mlp import train  # noqa: E402
-from lessons.unet import UNet  # noqa: E402
+from lessons.unet import UNet, train_recipe  # noqa: E402
 from notebook_support.data import mnist_tensor  # noqa: E402
 from notebook_support.environment import PROJECT_ROOT, get_device  # noqa: E402
 from notebook_support.export import notebook_config  # noqa: E402
@@ -65,7 +64,7 @@ def main() -> int:
 
     per_step = {}
     for name, bf16 in (("fp32", False), ("bf16", True)):
-        per_step[name] = seconds_per_step(model, train, images, schedule, {**train_kwargs(config), "bf16": bf16}, **timing)
+        per_step[name] = seconds_per_step(model, train_recipe, images, schedule, {**train_kwargs(config), "bf16": bf16}, **timing)
         print(f"{name}: {per_step[name]:.3f} s/step (after {args.warm_steps} warm-up steps, {args.timed_steps} timed)",
               flush=True)
     faster = min(per_step, key=per_step.get)
@@ -74,11 +73,11 @@ def main() -> int:
     chosen = "bf16" if kwargs.get("bf16") else "fp32"
     native, why = choose_bf16(device)
     print(note, flush=True)
-    estimate = seconds_per_step(model, train, images, schedule, kwargs)   # exactly what load_or_train prints
+    estimate = seconds_per_step(model, train_recipe, images, schedule, kwargs)   # exactly what load_or_train prints
     print(f"estimate: {estimate:.3f} s/step, {config['num_steps']} steps in {estimate * config['num_steps'] / 60:.1f} min",
           flush=True)
     run_started = time.perf_counter()
-    _, losses = train(copy.deepcopy(model), schedule, images, **{**kwargs, "num_steps": args.steps, "progress": False})
+    _, losses = train_recipe(copy.deepcopy(model), schedule, images, **{**kwargs, "num_steps": args.steps, "progress": False})
     run_seconds = time.perf_counter() - run_started
     measured = run_seconds / args.steps
     ratio = estimate / measured

@@ -13,7 +13,6 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 import diffusion_utils as du
 
@@ -85,97 +84,82 @@ class EMA:
         self.model.load_state_dict(state["model"])
 
 
-def train_step(model, optimizer, ema, schedule, x0, grad_clip, generator=None, min_snr_gamma=None,
-               bf16=False, labels=None) -> float:
-    """One step of Algorithm 1 (lines 2-5, as written out above), then Adam and the EMA.
-    With `labels` (notebook 4) the network is eps_theta(x_t, t, y)."""
-    denoiser = model if labels is None else functools.partial(model, y=labels)
-    with torch.autocast(x0.device.type, dtype=torch.bfloat16, enabled=bf16):   # bf16: the forward pass only
-        loss = du.diffusion_loss(denoiser, schedule, x0, generator=generator,   # t, eps, x_t and the MSE of Eq. 14
-                                 min_snr_gamma=min_snr_gamma)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    if grad_clip is not None:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)    # paper: gradient norm clipped at 1
-    optimizer.step()
-    ema.update(model)                                                     # the weights we will sample with
-    return loss.item()
+class Trainer:
+    """Algorithm 1 in a loop, with the paper's recipe: random batches of `data` (N, 1, 28, 28) in
+    [-1, 1], on the device to train on; Adam at a constant lr; the gradient norm clipped; an EMA of
+    the weights. Each piece is a method, so a later notebook can change one piece and keep the rest."""
+
+    def __init__(self, model, schedule, data, *, num_steps, batch_size=128, lr=2e-4, grad_clip=1.0,
+                 ema_decay=0.9999, seed=0):
+        du.check_image_range(data, "training data")                      # [0, 1] or [0, 255] data is refused
+        self.data, self.device = data, data.device
+        self.model, self.schedule = model.to(self.device).train(), schedule.to(self.device)
+        self.num_steps, self.batch_size, self.lr, self.grad_clip = num_steps, batch_size, lr, grad_clip
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=lr)
+        self.ema = EMA(self.model, ema_decay)
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)   # draws the batches, t and the noise
+        self.losses = []
+
+    def learning_rate(self, step: int) -> float:
+        """The lr of step `step`: the paper's is constant."""
+        return self.lr
+
+    def batch(self) -> tuple[torch.Tensor, dict]:
+        """Random training images x0 (B, 1, 28, 28) and the network's other inputs for them."""
+        index = torch.randint(0, self.data.shape[0], (self.batch_size,), generator=self.generator,
+                              device=self.device)                         # (B,) Algorithm 1 line 2
+        return self.data[index], self.model_inputs(index)
+
+    def model_inputs(self, index: torch.Tensor) -> dict:
+        """Keyword arguments of the network besides x_t and t, for the images `index` (B,): none here."""
+        return {}
+
+    def loss(self, x0: torch.Tensor, model_inputs: dict) -> torch.Tensor:
+        """Algorithm 1 lines 3-5, as written out in section 2: t, eps, x_t and the MSE of Eq. 14."""
+        denoiser = functools.partial(self.model, **model_inputs)          # eps_theta(x_t, t)
+        return du.diffusion_loss(denoiser, self.schedule, x0, generator=self.generator)
+
+    def train_step(self, step: int) -> float:
+        """One step: a batch and its loss, the gradient, its norm clipped, Adam, the EMA. Returns the loss."""
+        for group in self.optimizer.param_groups:                         # a function of the step: resumes exactly
+            group["lr"] = self.learning_rate(step)
+        x0, model_inputs = self.batch()
+        loss = self.loss(x0, model_inputs)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)   # paper: gradient norm clipped at 1
+        self.optimizer.step()
+        self.ema.update(self.model)                                       # the weights we will sample with
+        return loss.item()
+
+    def run(self, progress: bool = True, resume=None) -> tuple[nn.Module, list]:
+        """`num_steps` training steps with a progress bar; stops the moment the loss is not finite.
+        Returns (EMA model, list of losses). `resume` (from notebook_support.training) restores a
+        saved run before the first step and saves the state every two minutes, so an interrupted
+        run continues bit-exactly."""
+        state = {"model": self.model, "optimizer": self.optimizer, "ema": self.ema, "generator": self.generator,
+                 "losses": self.losses}
+        start = resume.restore(state) if resume is not None else 0
+        for step in du.progress_bar(range(start, self.num_steps), initial=start, total=self.num_steps,
+                                    desc="training", disable=not progress):
+            loss = self.train_step(step)
+            if not math.isfinite(loss):
+                raise FloatingPointError(f"the loss became {loss} at step {step}: lower lr or check the data")
+            self.losses.append(loss)
+            if resume is not None:
+                resume.maybe_save(state)
+        self.model.eval()
+        return self.ema.model, self.losses
 
 
-def learning_rate(step, num_steps, lr, warmup_steps=0, lr_decay="none") -> float:
-    """The paper's constant lr, or for short runs: a linear warm-up over `warmup_steps`, then
-    lr_decay="cosine" takes it down to 0 at the last step."""
-    if step < warmup_steps:
-        return lr * (step + 1) / warmup_steps
-    if lr_decay == "cosine":
-        progress = (step - warmup_steps) / max(1, num_steps - warmup_steps)   # 0 -> 1 after the warm-up
-        return lr * 0.5 * (1 + math.cos(math.pi * progress))
-    return lr
-
-
-def check_labels(labels, num_images, num_classes):
-    """Refuse class labels before step 1, not minutes into a run: an integer tensor (N,), one label
-    per image, each in 0..num_classes-1 (num_classes is the "no class" label that label dropout
-    adds: a digit labelled with it would silently train as unconditional)."""
-    if not isinstance(labels, torch.Tensor):
-        raise TypeError(f"labels must be a tensor of class indices, got {type(labels).__name__}")
-    if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
-        raise TypeError(f"labels must hold integer class indices (torch.long), got dtype {labels.dtype}")
-    if labels.shape != (num_images,):
-        raise ValueError(f"labels must have shape ({num_images},), one per image, got {tuple(labels.shape)}")
-    bad = (labels < 0) | (labels >= num_classes)                                  # (N,)
-    if bad.any():
-        raise ValueError(f"labels must lie in 0..{num_classes - 1} ({num_classes} means \"no class\"), got "
-                         f"{labels[bad].unique()[:10].tolist()} in {int(bad.sum())} of {num_images} labels")
-
-
-def train(model, schedule, data, *, num_steps, batch_size=128, lr=2e-4, grad_clip=1.0, ema_decay=0.9999,
-          seed=0, warmup_steps=0, lr_decay="none", min_snr_gamma=None, bf16=False, labels=None, label_dropout=0.0,
+def train(model, schedule, data, *, num_steps, batch_size=128, lr=2e-4, grad_clip=1.0, ema_decay=0.9999, seed=0,
           progress=True, resume=None):
-    """Algorithm 1 in a loop: random batches of `data` (N, 1, 28, 28) in [-1, 1], on the device to
-    train on. Returns (EMA model, list of losses). `resume` (from notebook_support.training)
-    saves the state every two minutes and continues an interrupted run bit-exactly.
-
-    The defaults are the paper's recipe. Notebook 3's laptop preset, a short run on a CPU, uses the
-    other options: lr warm-up and cosine decay (`learning_rate`), min-SNR-gamma loss weights
-    (`du.diffusion_loss`) and bfloat16 autocast for the network (`bf16`, CPU or CUDA). Notebook 4
-    passes the digits' `labels` (N,) for a class-conditional model (with `num_classes` and a
-    "no class" label num_classes); each label is replaced by "no class" with probability
-    `label_dropout`, so one network learns both eps(x_t, t, y) and eps(x_t, t)."""
-    if lr_decay not in ("none", "cosine"):
-        raise ValueError(f"lr_decay must be 'none' or 'cosine', got {lr_decay!r}")
-    if labels is not None:                                               # notebook 4: all labels, before step 1
-        if not hasattr(model, "num_classes"):
-            raise ValueError("labels need a class-conditional model, one with a num_classes attribute")
-        check_labels(labels, data.shape[0], model.num_classes)
-        labels = labels.to(data.device, torch.long)
-    if not 0 <= label_dropout <= 1:
-        raise ValueError(f"label_dropout must lie in [0, 1], got {label_dropout}")
-    du.check_image_range(data, "training data")                          # [0, 1] or [0, 255] data is refused
-    device = data.device
-    model, schedule = model.to(device).train(), schedule.to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    ema = EMA(model, ema_decay)
-    generator = torch.Generator(device=device).manual_seed(seed)         # draws the batches, t and the noise
-    losses = []
-    state = {"model": model, "optimizer": optimizer, "ema": ema, "generator": generator, "losses": losses}
-    start = resume.restore(state) if resume is not None else 0
-    for step in tqdm(range(start, num_steps), initial=start, total=num_steps, desc="training", disable=not progress):
-        batch = torch.randint(0, data.shape[0], (batch_size,), generator=generator, device=device)   # (B,)
-        for group in optimizer.param_groups:                             # a function of the step: resumes exactly
-            group["lr"] = learning_rate(step, num_steps, lr, warmup_steps, lr_decay)
-        y = None
-        if labels is not None:                                            # notebook 4: y, sometimes "no class"
-            dropped = torch.rand(batch_size, generator=generator, device=device) < label_dropout   # (B,)
-            y = torch.where(dropped, model.num_classes, labels[batch])    # (B,)
-        loss = train_step(model, optimizer, ema, schedule, data[batch], grad_clip, generator, min_snr_gamma, bf16, y)
-        if not math.isfinite(loss):
-            raise FloatingPointError(f"the loss became {loss} at step {step}: lower lr or check the data")
-        losses.append(loss)
-        if resume is not None:
-            resume.maybe_save(state)
-    model.eval()
-    return ema.model, losses
+    """Train `model` on `data` with the paper's recipe (a Trainer); returns (EMA model, list of
+    losses). The keywords are a config's: notebook_support.training reads them from this signature."""
+    trainer = Trainer(model, schedule, data, num_steps=num_steps, batch_size=batch_size, lr=lr, grad_clip=grad_clip,
+                      ema_decay=ema_decay, seed=seed)
+    return trainer.run(progress, resume)
 
 
 def sinusoidal_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:

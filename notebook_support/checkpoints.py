@@ -398,8 +398,9 @@ def value_fingerprint(value):
 def training_fingerprint(train_fn) -> tuple[dict, dict]:
     """What the training function contributes to the weights, as (training code, bound arguments):
     the source (comments and blank lines ignored) of the training function and of every project
-    function and class it calls, e.g. {"parts": {"train": ..., "train_step": ..., "EMA.update": ...,
-    "diffusion_loss": ...}}, and a fingerprint of every argument bound with functools.partial,
+    function and class it calls (every method of a class and of its base classes), e.g.
+    {"parts": {"train": ..., "Trainer.train_step": ..., "EMA.update": ..., "diffusion_loss": ...}},
+    and a fingerprint of every argument bound with functools.partial,
     e.g. {"labels": {"tensor": [60000], "dtype": "torch.int64", "sha256": ...}}."""
     function, args, kwargs = unwrap_training_function(train_fn)
     code = {"parts": dict(sorted(_code_parts([function]).items()))}

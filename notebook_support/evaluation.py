@@ -16,7 +16,9 @@ quotes its headline figures, and "x floor", at HEADLINE_N = 2000 only.
     class_histogram    which digit the classifier sees; classes_with_5pct and class_tv summarise it
 
 The classifier's confidence is not a quality measure: pure noise is classified with p > 0.9.
-The measures themselves are in `notebook_support.metrics`; `format_quality` prints one line.
+The measures themselves are in `notebook_support.metrics`; `format_quality` prints one line;
+`compare_at_equal_n` evaluates several sets at one n with their floor, `compare_fid` says which FID
+is lower.
 """
 
 from __future__ import annotations
@@ -76,7 +78,6 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, *, epochs: int 
                      batch_size: int = 128, lr: float = 1e-3, seed: int = 0,
                      progress: bool = True) -> MNISTClassifier:
     """Train MNISTClassifier with Adam, a one-cycle lr schedule and +-2 pixel random shifts."""
-    from tqdm.auto import tqdm
 
     torch.manual_seed(seed)
     device = images.device
@@ -86,7 +87,7 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, *, epochs: int 
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=epochs * steps_per_epoch)
     generator = torch.Generator().manual_seed(seed)
     model.train()
-    for _ in tqdm(range(epochs), desc="classifier epochs", disable=not progress):
+    for _ in du.progress_bar(range(epochs), desc="classifier epochs", disable=not progress):
         order = torch.randperm(images.shape[0], generator=generator).to(device)
         for i in range(steps_per_epoch):
             idx = order[i * batch_size:(i + 1) * batch_size]
@@ -273,6 +274,48 @@ def real_data_floor(n: int, classifier: MNISTClassifier | None = None, root: str
                         **score_draws(list(feats.split(n)), prepared_reference(classifier, root), seed=seed, k=k),
                         **class_coverage(probs), "seconds": time.perf_counter() - start}
     return copy.deepcopy(_FLOORS[key])
+
+
+def compare_at_equal_n(samples: dict[str, torch.Tensor], classifier: MNISTClassifier | None = None,
+                       root: str | Path = DATA_DIR, *, seed: int = 0) -> tuple[dict[str, dict], dict]:
+    """Evaluate several sets of samples side by side: {name: images (n, 1, 28, 28)}, each clamped to
+    [-1, 1] and scored with evaluate_samples, all at one n (a ValueError names the sets when their n
+    differ), plus real_data_floor(n) once. Returns (reports by name, floor).
+
+    Because every set and the floor share one n, their FIDs compare with one another even below
+    MIN_COMPARABLE_N, where evaluate_samples warns; so the small-n warning is not repeated per set
+    here. Every report keeps its "n", and format_quality prints it: still compare these FIDs with
+    no FID at another n."""
+    if not isinstance(samples, dict) or not samples:
+        raise ValueError(f"samples must be a non-empty dict {{name: images}}, got {type(samples).__name__} {samples!r:.60}")
+    for name, images in samples.items():
+        if not isinstance(images, torch.Tensor):
+            raise TypeError(f"samples[{name!r}] must be a torch.Tensor of images, got {type(images).__name__}")
+    sizes = {name: int(images.shape[0]) for name, images in samples.items()}
+    if len(set(sizes.values())) > 1:
+        raise ValueError("FIDs compare only at equal n, but the sets differ: "
+                         + ", ".join(f"{name!r} n = {size}" for name, size in sizes.items()))
+    classifier = classifier if classifier is not None else load_classifier()
+    with warnings.catch_warnings():  # the one n below MIN_COMPARABLE_N is what every set is compared at
+        warnings.filterwarnings("ignore", message="FID from n")
+        reports = {name: evaluate_samples(images.clamp(-1, 1), classifier, root, seed=seed)
+                   for name, images in samples.items()}
+    n = next(iter(sizes.values()))
+    return reports, real_data_floor(n, classifier, root, seed=seed)
+
+
+def compare_fid(a: dict, b: dict) -> str:
+    """a's FID against b's, two evaluate_samples reports at the same n: "lower than" or "higher
+    than" when their 95 % intervals do not overlap, else "a tie with" (this n cannot tell them
+    apart). Reads as a sentence: f"FID {compare_fid(a, b)} the baseline's"."""
+    if a.get("n") != b.get("n"):
+        raise ValueError(f"FIDs compare only at equal n, got n = {a.get('n')} and n = {b.get('n')}")
+    fa, fb = a["fid"], b["fid"]
+    if fa["high"] < fb["low"]:
+        return "lower than"
+    if fb["high"] < fa["low"]:
+        return "higher than"
+    return "a tie with"
 
 
 def garbage_sets(n: int, root: str | Path = DATA_DIR, *, seed: int = 1) -> dict[str, torch.Tensor]:

@@ -19,6 +19,7 @@ hardware then come from the file name.
 
 from __future__ import annotations
 
+import base64
 import datetime
 import importlib.metadata
 import json
@@ -45,6 +46,7 @@ META_KEYS = ("what", "n", "seed", "interval", "seconds", "date", "quick_mode", "
 # name -> the command that (re)makes that result file, quoted by the error when it is missing. A
 # script that starts writing a result registers its command here (or passes command= to the reader).
 RESULT_COMMANDS = {
+    "mlp_ladder": "python benchmarks/mlp_ladder.py",
     "laptop_recipe_trials": "python benchmarks/laptop_recipe.py trial --name NAME --budget 240 --n 500 "
                             "--log benchmarks/results/<date>_cpu_laptop_recipe_trials.jsonl",
 }
@@ -240,6 +242,29 @@ def append_result_row(name: str, row: dict, *, n: int | None, seed: int | None, 
         old += b"\n"
     atomic_write_bytes(path, old + (json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n").encode())
     return path
+
+
+def images_to_json(images: torch.Tensor) -> dict:
+    """A few images (N, C, H, W) in [-1, 1] as a JSON-storable dict, so a result file can carry the
+    grid a notebook shows: each pixel rounded to one of 256 grey levels (uint8), base64-encoded in
+    one string (784 bytes per MNIST digit, not 784 lines of a JSON list). images_from_json reverses it."""
+    if not isinstance(images, torch.Tensor) or images.dim() != 4 or not images.is_floating_point():
+        raise ValueError(f"images must be a float tensor (N, C, H, W) in [-1, 1], got "
+                         f"{type(images).__name__} {tuple(getattr(images, 'shape', ()))}")
+    levels = ((images.detach().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)   # (N, C, H, W) in 0..255
+    return {"shape": list(levels.shape), "uint8_base64": base64.b64encode(levels.numpy().tobytes()).decode("ascii")}
+
+
+def images_from_json(stored: dict) -> torch.Tensor:
+    """The images (N, C, H, W) in [-1, 1] that images_to_json stored (to 1/255 of the range)."""
+    try:
+        shape, data = stored["shape"], base64.b64decode(stored["uint8_base64"], validate=True)
+    except (TypeError, KeyError, ValueError) as exc:
+        raise ValueError(f"not images stored by images_to_json ({type(exc).__name__}: {exc})") from None
+    if math.prod(shape) != len(data):
+        raise ValueError(f"stored images of shape {shape} need {math.prod(shape)} bytes, got {len(data)}")
+    levels = torch.frombuffer(bytearray(data), dtype=torch.uint8).view(*shape)   # (N, C, H, W)
+    return levels.float() / 127.5 - 1
 
 
 # ---------------------------------------------------------------------------------------------

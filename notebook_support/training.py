@@ -1,7 +1,8 @@
 """The training runner: config-keyed cache, resumable runs, shipped checkpoints never overwritten.
 
-The training *loop* is the notebooks' own (notebook 2 writes it, `lessons.mlp.train`); this
-module only decides whether to train at all, and makes a run survive interruptions:
+The training *loop* is the notebooks' own (notebook 2 writes it, `lessons.mlp.train`; notebook 3
+extends it with the laptop recipe, `train_recipe`, and notebook 4 with labels, `train_conditional`);
+this module only decides whether to train at all, and makes a run survive interruptions:
 
     load_or_train(config, UNet, train, data, "checkpoints/unet_default.pt")
 

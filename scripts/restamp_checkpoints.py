@@ -4,14 +4,15 @@ The key of a checkpoint (notebook_support.training.load_or_train) covers the con
 code, the training function's code and the project functions it calls, the arguments bound into
 it with functools.partial (notebook 4's labels) and the data. Files trained before a part of the
 key existed, or before a change that does not alter what training does (a new input check, a
-reworded message), record an old key, and the notebooks would retrain them for hours. This
+reworded message, a loop reorganised so that it trains bit-identically), record an old key, and the notebooks would retrain them for hours. This
 script writes the current key into them and nothing else:
 
 - it refuses a file whose stored config or model code does not fit its notebook's (those mean
   the weights are for another model: retrain it with scripts/train_checkpoints.py instead);
 - it keeps every other entry (weights, config, steps, losses, train_seconds, hardware, versions)
   and adds "restamped": {date, reason, note}, which says that the weights were trained by
-  earlier code and only the key was re-stamped;
+  earlier code and only the key was re-stamped (an earlier re-stamp's record moves to its
+  "earlier" list);
 - it reads the file back and checks that every state-dict tensor is bit-identical (dtype, shape
   and a SHA-256 of its bytes) and every other entry equal to what was there before.
 
@@ -34,9 +35,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from lessons.guidance import ConditionalUNet  # noqa: E402
-from lessons.mlp import MLPDenoiser, train  # noqa: E402
-from lessons.unet import UNet  # noqa: E402
+from lessons.guidance import ConditionalUNet, train_conditional  # noqa: E402
+from lessons.mlp import MLPDenoiser, PlainMLP, train  # noqa: E402
+from lessons.unet import UNet, train_recipe  # noqa: E402
 from notebook_support.checkpoints import architecture_fingerprint, checkpoint_mismatch, value_fingerprint  # noqa: E402
 from notebook_support.data import mnist_tensor  # noqa: E402
 from notebook_support.environment import CHECKPOINT_DIR, PROJECT_ROOT  # noqa: E402
@@ -44,16 +45,22 @@ from notebook_support.export import notebook_config  # noqa: E402
 from notebook_support.files import atomic_torch_save, load_torch_file  # noqa: E402
 from notebook_support.training import run_fingerprint  # noqa: E402
 
-SHIPPED = {  # file -> (notebook, config name, model class, whether train gets the labels via functools.partial)
-    "mlp_default.pt": ("2_custom_mlp.ipynb", "CONFIG", MLPDenoiser, False),
-    "unet_default.pt": ("3_unet.ipynb", "DEFAULT_CONFIG", UNet, False),
-    "unet_laptop.pt": ("3_unet.ipynb", "LAPTOP_CONFIG", UNet, False),
-    "unet_guidance.pt": ("4_guidance.ipynb", "CONFIG", ConditionalUNet, True),
+SHIPPED = {  # file -> (notebook, config name, model class, the notebook's training function, whether it gets the labels
+    #                   via functools.partial)
+    "mlp_default.pt": ("2_custom_mlp.ipynb", "CONFIG", MLPDenoiser, train, False),
+    "mlp_plain.pt": ("2_custom_mlp.ipynb", "PLAIN_CONFIG", PlainMLP, train, False),
+    "unet_default.pt": ("3_unet.ipynb", "DEFAULT_CONFIG", UNet, train, False),
+    "unet_laptop.pt": ("3_unet.ipynb", "LAPTOP_CONFIG", UNet, train_recipe, False),
+    "unet_guidance.pt": ("4_guidance.ipynb", "CONFIG", ConditionalUNet, train_conditional, True),
 }
 KEY_PARTS = ("training_code", "bound_arguments", "data")   # what run_fingerprint adds to config and model code
-REASON = ("issue 19: the cache key now also covers the training code (notebook 2's train and the project "
-          "functions it calls), the arguments bound with functools.partial (notebook 4's labels) and the data "
-          "(the MNIST training split); this file was trained before the key held them")
+REASON = ("issue 18: the training loop was split into the notebooks that teach it: notebook 2's Trainer and train "
+          "(Algorithm 1, Adam, clipping, EMA), notebook 3's RecipeTrainer and train_recipe (lr warm-up and cosine decay, "
+          "min-SNR weights, bf16 autocast) and notebook 4's ConditionalTrainer and train_conditional (labels with "
+          "dropout), each extending the one before; the new loops draw from the generator in the same order and do the "
+          "same float operations, so training is bit-identical, verified by torch.equal on every weight tensor and "
+          "equal losses against the old loop for 30 steps of tiny models: paper recipe, laptop recipe in float32 and "
+          "in bf16, labels with dropout, an interrupted-then-resumed run and the runner")
 
 
 def _code_version() -> str:
@@ -70,14 +77,14 @@ def _code_version() -> str:
 
 def current_key(file: str, images, labels, folder: Path = CHECKPOINT_DIR) -> tuple[dict, dict, list[str]]:
     """(the file's payload, the key parts it should record now, why its config or code do not fit)."""
-    notebook, config_name, model_class, with_labels = SHIPPED[file]
+    notebook, config_name, model_class, train_fn, with_labels = SHIPPED[file]
     payload = load_torch_file(Path(folder) / file)
     config = notebook_config(PROJECT_ROOT / notebook, config_name)
     model = model_class(**config["model_kwargs"])
     unfit = checkpoint_mismatch(payload, config, architecture_fingerprint(model))
     if not unfit:
         model.load_state_dict(payload["state_dict"])   # the weights fit the class, tensor by tensor
-    train_fn = functools.partial(train, labels=labels) if with_labels else train
+    train_fn = functools.partial(train_fn, labels=labels) if with_labels else train_fn
     return payload, run_fingerprint(train_fn, images), unfit
 
 
@@ -91,8 +98,11 @@ def restamp(file: str, payload: dict, key: dict, reason: str, folder: Path = CHE
     note = (f"the weights were trained by earlier code (see train_seconds, hardware and the versions entries) and "
             f"are unchanged; only {', '.join(KEY_PARTS)} were re-stamped by scripts/restamp_checkpoints.py, from "
             f"the code at {_code_version()}")
-    stamped = {**payload, **key, "restamped": {"date": datetime.date.today().isoformat(), "reason": reason,
-                                               "note": note}}
+    record = {"date": datetime.date.today().isoformat(), "reason": reason, "note": note}
+    previous = payload.get("restamped")
+    if previous:   # keep the earlier re-stamps' reasons, oldest first
+        record["earlier"] = [*previous.get("earlier", []), {k: v for k, v in previous.items() if k != "earlier"}]
+    stamped = {**payload, **key, "restamped": record}
     atomic_torch_save(stamped, path)
     after = load_torch_file(path)
     if _tensor_bytes(after["state_dict"]) != _tensor_bytes(payload["state_dict"]):

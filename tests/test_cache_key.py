@@ -28,9 +28,9 @@ import torch
 import torch.nn as nn
 
 import diffusion_utils as du
-from lessons.guidance import ConditionalUNet
-from lessons.mlp import MLPDenoiser, train
-from lessons.unet import UNet
+from lessons.guidance import ConditionalUNet, train_conditional
+from lessons.mlp import MLPDenoiser, PlainMLP, train
+from lessons.unet import UNet, train_recipe
 from notebook_support import checkpoints, export, training
 from notebook_support.data import mnist_tensor
 from notebook_support.environment import PROJECT_ROOT, is_quick_mode
@@ -108,20 +108,21 @@ def test_inverted_digits_do_not_load_the_model_of_the_digits(shipped, tmp_path, 
 
 def test_shuffled_labels_bound_with_partial_do_not_load_the_model_of_the_true_labels(tmp_path, capsys):
     shipped = tmp_path / "conditional.pt"
-    labelled = functools.partial(train, labels=TINY_LABELS)
+    labelled = functools.partial(train_conditional, labels=TINY_LABELS)
     training.train_from_config(conditional_config(), TinyConditional, labelled, tiny_data(), shipped, device="cpu",
                                progress=False)
-    run(conditional_config(), TinyConditional, functools.partial(train, labels=TINY_LABELS.clone()), tiny_data(),
+    run(conditional_config(), TinyConditional, functools.partial(train_conditional, labels=TINY_LABELS.clone()), tiny_data(),
         shipped, tmp_path / "cache")
     assert capsys.readouterr().out.startswith("loaded conditional.pt")   # the same labels, another tensor: fits
     shuffled = TINY_LABELS[torch.randperm(32, generator=torch.Generator().manual_seed(0))]
-    _, payload = run(conditional_config(), TinyConditional, functools.partial(train, labels=shuffled), tiny_data(),
+    _, payload = run(conditional_config(), TinyConditional, functools.partial(train_conditional, labels=shuffled), tiny_data(),
                      shipped, tmp_path / "cache")
     out = capsys.readouterr().out
     assert f"training because {shipped} does not fit: bound arguments: labels differs. 40 steps at " in out, out
     assert payload["bound_arguments"]["labels"] == checkpoints.value_fingerprint(shuffled)
-    run(conditional_config(), TinyConditional, train, tiny_data(), shipped, tmp_path / "cache")   # no labels at all
-    assert "does not fit: bound arguments: labels is gone. " in capsys.readouterr().out
+    unbound = training.run_fingerprint(train_conditional, tiny_data())   # no labels bound at all
+    assert checkpoints.checkpoint_mismatch(torch.load(shipped, weights_only=True), conditional_config(), None, unbound) \
+        == ["bound arguments: labels is gone"]
 
 
 @pytest.fixture(scope="module")
@@ -130,21 +131,23 @@ def mnist():
     return images, labels, training.data_fingerprint(images)
 
 
-SHIPPED = {  # file -> (notebook, config name, model class, arguments bound to train)
-    "mlp_default.pt": ("2_custom_mlp.ipynb", "CONFIG", MLPDenoiser, False),
-    "unet_default.pt": ("3_unet.ipynb", "DEFAULT_CONFIG", UNet, False),
-    "unet_laptop.pt": ("3_unet.ipynb", "LAPTOP_CONFIG", UNet, False),
-    "unet_guidance.pt": ("4_guidance.ipynb", "CONFIG", ConditionalUNet, True),
+SHIPPED = {  # file -> (notebook, config name, model class, the notebook's training function, labels bound to it)
+    "mlp_default.pt": ("2_custom_mlp.ipynb", "CONFIG", MLPDenoiser, train, False),
+    "mlp_plain.pt": ("2_custom_mlp.ipynb", "PLAIN_CONFIG", PlainMLP, train, False),
+    "unet_default.pt": ("3_unet.ipynb", "DEFAULT_CONFIG", UNet, train, False),
+    "unet_laptop.pt": ("3_unet.ipynb", "LAPTOP_CONFIG", UNet, train_recipe, False),
+    "unet_guidance.pt": ("4_guidance.ipynb", "CONFIG", ConditionalUNet, train_conditional, True),
 }
 
 
 def shipped_reasons(file: str, mnist, data=None, labels=None) -> list[str]:
     """Why checkpoints/<file> would not load in its notebook (as load_or_train decides), with
     other data or labels if given."""
-    notebook, name, model_class, with_labels = SHIPPED[file]
+    notebook, name, model_class, train_fn, with_labels = SHIPPED[file]
     config = export.notebook_config(PROJECT_ROOT / notebook, name)
     images, true_labels, fingerprint = mnist
-    train_fn = functools.partial(train, labels=true_labels if labels is None else labels) if with_labels else train
+    if with_labels:
+        train_fn = functools.partial(train_fn, labels=true_labels if labels is None else labels)
     run_ = training.run_fingerprint(train_fn, images[:1])
     run_["data"] = fingerprint if data is None else training.data_fingerprint(data)
     payload = torch.load(PROJECT_ROOT / "checkpoints" / file, weights_only=True)
@@ -155,7 +158,8 @@ def shipped_reasons(file: str, mnist, data=None, labels=None) -> list[str]:
 @pytest.mark.parametrize("file", sorted(SHIPPED))
 def test_shipped_checkpoints_record_what_trained_them(file, mnist):
     """Each shipped file fits its notebook's config, model code, training code (notebook 2's
-    train), bound labels (notebook 4) and the MNIST training split: the notebook loads it."""
+    train, notebook 3's train_recipe or notebook 4's train_conditional), bound labels (notebook 4)
+    and the MNIST training split: the notebook loads it."""
     assert shipped_reasons(file, mnist) == []
 
 
@@ -173,23 +177,30 @@ def test_the_shipped_models_do_not_load_for_other_data_or_labels(mnist):
 # 2. the training loop's code
 # ---------------------------------------------------------------------------------------------
 
-EMA_LINE = "    ema.update(model)                                                     # the weights we will sample with\n"
+EMA_LINE = "        self.ema.update(self.model)                                       # the weights we will sample with\n"
 
 
 @pytest.fixture
 def loop_copies(tmp_path, monkeypatch):
     """Copies of lessons/mlp.py as project modules: as shipped, without the EMA update in
-    train_step, and with comments and blank lines added to train_step."""
+    Trainer.train_step, and with comments and blank lines added to it; and copies of
+    lessons/unet.py (notebook 3's RecipeTrainer) built on the first two."""
     monkeypatch.setattr(checkpoints, "PROJECT_ROOT", tmp_path)
     source = (PROJECT_ROOT / "lessons" / "mlp.py").read_text(encoding="utf-8")
     assert source.count(EMA_LINE) == 1
-    commented = source.replace("    optimizer.zero_grad(set_to_none=True)\n",
-                               "\n    # a fresh gradient for every step\n"
-                               "    optimizer.zero_grad(set_to_none=True)  # (no accumulation)\n\n")
+    commented = source.replace("        self.optimizer.zero_grad(set_to_none=True)\n",
+                               "\n        # a fresh gradient for every step\n"
+                               "        self.optimizer.zero_grad(set_to_none=True)  # (no accumulation)\n\n")
     assert commented != source
+    recipe = (PROJECT_ROOT / "lessons" / "unet.py").read_text(encoding="utf-8")
+    assert recipe.count("from lessons.mlp import Trainer, ") == 1
     modules = {}
     for name, text in (("loop_shipped", source), ("loop_no_ema", source.replace(EMA_LINE, "")),
-                       ("loop_commented", commented)):
+                       ("loop_commented", commented),
+                       ("recipe_on_shipped", recipe.replace("from lessons.mlp import", "from loop_shipped import")),
+                       ("recipe_on_no_ema", recipe.replace("from lessons.mlp import", "from loop_no_ema import")),
+                       ("recipe_constant_lr", recipe.replace("from lessons.mlp import", "from loop_shipped import")
+                        .replace("        if step < self.warmup_steps:\n", "        if False:\n"))):
         (tmp_path / f"{name}.py").write_text(text, encoding="utf-8")
         spec = importlib.util.spec_from_file_location(name, tmp_path / f"{name}.py")
         modules[name] = importlib.util.module_from_spec(spec)
@@ -200,9 +211,19 @@ def loop_copies(tmp_path, monkeypatch):
 
 def test_the_training_fingerprint_covers_the_loop_and_what_it_calls():
     code, bound = checkpoints.training_fingerprint(train)
-    assert {"train", "train_step", "learning_rate", "check_labels", "EMA.update", "diffusion_loss"} <= set(code["parts"])
+    assert {"train", "Trainer.train_step", "Trainer.learning_rate", "Trainer.loss", "Trainer.run", "EMA.update",
+            "diffusion_loss"} <= set(code["parts"])
+    assert not any(name.startswith(("RecipeTrainer", "ConditionalTrainer")) for name in code["parts"])
     assert bound == {}
     assert checkpoints.training_fingerprint(functools.wraps(train)(lambda *a, **k: train(*a, **k)))[0] == code
+    # the extended loops: their own methods and every method of the classes they extend
+    recipe = checkpoints.training_fingerprint(train_recipe)[0]["parts"]
+    assert {"train_recipe", "RecipeTrainer.learning_rate", "RecipeTrainer.loss", "Trainer.train_step",
+            "Trainer.batch", "EMA.update", "diffusion_loss"} <= set(recipe)
+    conditional = checkpoints.training_fingerprint(functools.partial(train_conditional, labels=TINY_LABELS))[0]["parts"]
+    assert {"train_conditional", "ConditionalTrainer.model_inputs", "check_labels", "RecipeTrainer.loss",
+            "Trainer.train_step"} <= set(conditional)
+    assert all(recipe[name] == conditional[name] for name in recipe if name != "train_recipe")
 
 
 def test_removing_the_ema_update_changes_the_key_and_comments_do_not(loop_copies, tmp_path, capsys):
@@ -210,7 +231,7 @@ def test_removing_the_ema_update_changes_the_key_and_comments_do_not(loop_copies
     original = checkpoints.training_fingerprint(shipped_loop)[0]
     assert checkpoints.training_fingerprint(loop_copies["loop_commented"].train)[0] == original
     no_ema = checkpoints.training_fingerprint(loop_copies["loop_no_ema"].train)[0]
-    assert checkpoints.architecture_changes(original, no_ema) == ["train_step changed"]
+    assert checkpoints.architecture_changes(original, no_ema) == ["Trainer.train_step changed"]
     shipped = tmp_path / "mlp.pt"
     training.train_from_config(tiny_config(), MLPDenoiser, shipped_loop, tiny_data(), shipped, device="cpu",
                                progress=False)
@@ -218,16 +239,27 @@ def test_removing_the_ema_update_changes_the_key_and_comments_do_not(loop_copies
     assert capsys.readouterr().out.startswith("loaded mlp.pt")
     _, payload = run(tiny_config(), MLPDenoiser, loop_copies["loop_no_ema"].train, tiny_data(), shipped,
                      tmp_path / "cache")
-    assert f"training because {shipped} does not fit: training code: train_step changed. 40 steps at " \
+    assert f"training because {shipped} does not fit: training code: Trainer.train_step changed. 40 steps at " \
            in capsys.readouterr().out
     assert payload["training_code"] == no_ema
+
+
+def test_a_change_in_the_loop_a_recipe_extends_changes_the_recipes_key(loop_copies):
+    """train_recipe's key covers the methods of notebook 2's Trainer it inherits: the same
+    RecipeTrainer on a Trainer without the EMA update has another key, naming the method; and a
+    change in RecipeTrainer's own method is named too."""
+    shipped = checkpoints.training_fingerprint(loop_copies["recipe_on_shipped"].train_recipe)[0]
+    no_ema = checkpoints.training_fingerprint(loop_copies["recipe_on_no_ema"].train_recipe)[0]
+    constant = checkpoints.training_fingerprint(loop_copies["recipe_constant_lr"].train_recipe)[0]
+    assert checkpoints.architecture_changes(shipped, no_ema) == ["Trainer.train_step changed"]
+    assert checkpoints.architecture_changes(shipped, constant) == ["RecipeTrainer.learning_rate changed"]
 
 
 def test_a_checkpoint_without_the_new_fields_names_each_of_them(shipped, tmp_path):
     payload = torch.load(shipped, weights_only=True)
     for key in ("training_code", "bound_arguments", "data"):
         payload.pop(key)
-    current = training.run_fingerprint(functools.partial(train, labels=TINY_LABELS), tiny_data())
+    current = training.run_fingerprint(functools.partial(train_conditional, labels=TINY_LABELS), tiny_data())
     assert checkpoints.checkpoint_mismatch(payload, tiny_config(), None, current) == [
         "training code: the checkpoint records no training-code fingerprint",
         "bound arguments: the checkpoint records none, wanted ['labels']",
@@ -270,20 +302,20 @@ def test_bad_labels_are_refused_before_the_first_step(labels, error, match, monk
     monkeypatch.setattr(CountingConditional, "calls", 0)
     schedule = du.DiffusionSchedule(num_timesteps=20, schedule="cosine")
     with pytest.raises(error, match=re.escape(match)):
-        train(CountingConditional(num_classes=10, **SMALL_UNET), schedule, digits(), num_steps=3, batch_size=4,
-              labels=labels, progress=False)
+        train_conditional(CountingConditional(num_classes=10, **SMALL_UNET), schedule, digits(), num_steps=3,
+                          batch_size=4, labels=labels, progress=False)
     assert CountingConditional.calls == 0
     with pytest.raises(error, match=re.escape(match)):       # and so through the runner, via functools.partial
         training.train_from_config(tiny_config(model="c", model_kwargs=SMALL_UNET, num_steps=3), CountingConditional,
-                                   functools.partial(train, labels=labels), digits(), tmp_path / "m.pt",
+                                   functools.partial(train_conditional, labels=labels), digits(), tmp_path / "m.pt",
                                    device="cpu", progress=False)
     assert CountingConditional.calls == 1                    # the validator's one-image memory probe, no step
 
 
 def test_good_labels_of_any_integer_dtype_train():
     schedule = du.DiffusionSchedule(num_timesteps=20, schedule="cosine")
-    _, losses = train(small_conditional(), schedule, digits(), num_steps=2, batch_size=4,
-                      labels=(torch.arange(32) % 10).to(torch.uint8), label_dropout=0.5, progress=False)
+    _, losses = train_conditional(small_conditional(), schedule, digits(), num_steps=2, batch_size=4,
+                                  labels=(torch.arange(32) % 10).to(torch.uint8), label_dropout=0.5, progress=False)
     assert len(losses) == 2
 
 
@@ -302,19 +334,18 @@ def test_good_labels_of_any_integer_dtype_train():
 ])
 def test_configs_that_cannot_work_are_refused_up_front_naming_the_key(changes, match, tmp_path, capsys):
     with pytest.raises(ValueError, match=re.escape(match)):
-        training.train_from_config(tiny_config(**changes), MLPDenoiser, train, tiny_data(), tmp_path / "m.pt",
+        training.train_from_config(tiny_config(**changes), MLPDenoiser, train_recipe, tiny_data(), tmp_path / "m.pt",
                                    device="cpu", progress=False)
     with pytest.raises(ValueError, match=re.escape(match)):
-        run(tiny_config(**changes), MLPDenoiser, train, tiny_data(), None, tmp_path / "cache")
+        run(tiny_config(**changes), MLPDenoiser, train_recipe, tiny_data(), None, tmp_path / "cache")
     assert "training" not in capsys.readouterr().out and not (tmp_path / "cache").exists()
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("notebook, name, model_class", [
-    ("2_custom_mlp.ipynb", "CONFIG", MLPDenoiser), ("3_unet.ipynb", "DEFAULT_CONFIG", UNet),
-    ("3_unet.ipynb", "LAPTOP_CONFIG", UNet), ("4_guidance.ipynb", "CONFIG", ConditionalUNet)])
-def test_the_notebook_configs_pass_on_a_4_gb_machine(notebook, name, model_class, monkeypatch):
+@pytest.mark.parametrize("file", sorted(SHIPPED))
+def test_the_notebook_configs_pass_on_a_4_gb_machine(file, monkeypatch):
     monkeypatch.setattr(checkpoints, "device_memory_bytes", lambda device: 4 * 10**9)
+    notebook, name, model_class, train, _ = SHIPPED[file]            # each config with its notebook's loop
     config = export.notebook_config(PROJECT_ROOT / notebook, name)
     checkpoints.validate_config(config, model_class, train, image_shape=(1, 28, 28), device="cpu")
     with pytest.raises(ValueError, match=r"batch_size 10000000: one training step's activations need at least [\d.]+ GB, "
@@ -369,10 +400,10 @@ def test_a_bf16_config_trains_in_bf16_only_where_native(native, monkeypatch, tmp
     native_bf16(monkeypatch, native)
     seen = []
 
-    @functools.wraps(train)
+    @functools.wraps(train_recipe)
     def recording(*args, **kwargs):
         seen.append(kwargs["bf16"])
-        return train(*args, **kwargs)
+        return train_recipe(*args, **kwargs)
 
     _, payload = run(tiny_config(bf16=True), MLPDenoiser, recording, tiny_data(), None, tmp_path / "cache")
     out = capsys.readouterr().out
@@ -383,7 +414,8 @@ def test_a_bf16_config_trains_in_bf16_only_where_native(native, monkeypatch, tmp
     line = ("precision: bf16 autocast, as the config asks: this CPU computes bfloat16 natively (AVX512-BF16)" if native
             else "precision: float32 instead of the config's bf16: this CPU (")
     assert f"\n{line}" in out
-    assert training.cache_file(tiny_config(bf16=True), MLPDenoiser, train, tiny_data(), tmp_path / "cache").is_file()
+    assert training.cache_file(tiny_config(bf16=True), MLPDenoiser, train_recipe, tiny_data(),
+                               tmp_path / "cache").is_file()
 
 
 def test_the_estimate_times_the_loop_after_warm_up_with_the_settings_used():

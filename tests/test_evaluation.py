@@ -1,5 +1,6 @@
 """Sample-quality evaluator: shipped classifier, the measures against hand computations,
-evaluate_samples, format_quality, bad input, float64 kept off the device, a read-only data folder."""
+evaluate_samples, format_quality, bad input, float64 kept off the device, a read-only data folder, several
+sets compared at one n (compare_at_equal_n, compare_fid)."""
 
 from __future__ import annotations
 
@@ -322,3 +323,46 @@ def test_read_only_data_folder_evaluates_and_warns_once(fake_mnist, monkeypatch)
         second = ev.evaluate_samples(images, tiny, root=fake_mnist, num_resamples=5)
     assert not [w for w in again if "feature cache" in str(w.message)]
     assert second["fid"] == first["fid"] and list(fake_mnist.iterdir()) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Several sets compared at one n: compare_at_equal_n and compare_fid
+# ---------------------------------------------------------------------------------------------
+
+
+def test_compare_at_equal_n_scores_every_set_beside_one_floor(fake_mnist, classifier):
+    noise = torch.randn(40, 1, 28, 28, generator=torch.Generator().manual_seed(2)) * 2  # (40, 1, 28, 28), beyond [-1, 1]
+    blank = torch.full((40, 1, 28, 28), -1.0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        reports, floor = ev.compare_at_equal_n({"noise": noise, "blank": blank}, classifier, fake_mnist, seed=3)
+    assert not [w for w in caught if "FID from n" in str(w.message)]  # n = 40 < MIN_COMPARABLE_N: no warning per set
+    assert list(reports) == ["noise", "blank"] and floor["n"] == 40 and floor["seed"] == 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        alone = ev.evaluate_samples(noise.clamp(-1, 1), classifier, fake_mnist, seed=3)
+    assert reports["noise"]["fid"] == alone["fid"] and reports["noise"]["n"] == 40  # clamped, then evaluate_samples
+    assert floor["fid"] == ev.real_data_floor(40, classifier, fake_mnist, seed=3)["fid"]
+
+
+@pytest.mark.parametrize("samples, error, match", [
+    ({"a": torch.zeros(40, 1, 28, 28), "b": torch.zeros(30, 1, 28, 28)}, ValueError, r"equal n.*'a' n = 40, 'b' n = 30"),
+    ({}, ValueError, "non-empty dict"),
+    ([torch.zeros(40, 1, 28, 28)], ValueError, "non-empty dict"),
+    ({"a": [[0.0]]}, TypeError, r"samples\['a'\] must be a torch.Tensor"),
+])
+def test_compare_at_equal_n_rejects_bad_input(classifier, samples, error, match):
+    with pytest.raises(error, match=match):
+        ev.compare_at_equal_n(samples, classifier)
+
+
+def test_compare_fid_reads_the_intervals():
+    def report(low, high, n=250):
+        return {"n": n, "fid": {"value": (low + high) / 2, "low": low, "high": high}}
+
+    assert ev.compare_fid(report(30, 40), report(50, 60)) == "lower than"
+    assert ev.compare_fid(report(50, 60), report(30, 40)) == "higher than"
+    assert ev.compare_fid(report(30, 50), report(45, 60)) == "a tie with"  # overlapping: this n cannot tell
+    assert ev.compare_fid(report(30, 45), report(45, 60)) == "a tie with"  # touching counts as overlapping
+    with pytest.raises(ValueError, match="equal n, got n = 250 and n = 2000"):
+        ev.compare_fid(report(30, 40), report(50, 60, n=2000))

@@ -69,6 +69,7 @@ def test_every_lessons_definition_comes_from_a_notebook_cell():
 
 @pytest.mark.parametrize("file, model_class, notebook, config_name", [
     ("mlp_default.pt", MLPDenoiser, "2_custom_mlp.ipynb", "CONFIG"),
+    ("mlp_plain.pt", PlainMLP, "2_custom_mlp.ipynb", "PLAIN_CONFIG"),
     ("unet_default.pt", UNet, "3_unet.ipynb", "DEFAULT_CONFIG"),
     ("unet_laptop.pt", UNet, "3_unet.ipynb", "LAPTOP_CONFIG"),
     ("unet_guidance.pt", ConditionalUNet, "4_guidance.ipynb", "CONFIG"),
