@@ -29,7 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import diffusion_utils as du  # noqa: E402
-from lessons.mlp import MLPDenoiser  # noqa: E402
+from lessons.mlp import MLPDenoiser, PlainMLP  # noqa: E402
 from lessons.unet import UNet  # noqa: E402
 from notebook_support.checkpoints import load_checkpoint  # noqa: E402
 from notebook_support.environment import CHECKPOINT_DIR, PROJECT_ROOT  # noqa: E402
@@ -43,6 +43,7 @@ DIFFUSERS_ROWS = ("ours", "diffusers-our-recipe", "diffusers-tutorial-recipe")  
 
 MODELS = {  # name -> (notebook, config name, model class, shipped checkpoint)
     "mlp": ("2_custom_mlp.ipynb", "CONFIG", MLPDenoiser, "mlp_default.pt"),
+    "mlp-plain": ("2_custom_mlp.ipynb", "PLAIN_CONFIG", PlainMLP, "mlp_plain.pt"),   # section 1's MLP, CONFIG's recipe
     "unet": ("3_unet.ipynb", "DEFAULT_CONFIG", UNet, "unet_default.pt"),
     "laptop": ("3_unet.ipynb", "LAPTOP_CONFIG", UNet, "unet_laptop.pt"),
 }
@@ -53,6 +54,8 @@ SAMPLERS = {  # name -> (sampler, keyword arguments)
 RUNS = {  # run name -> (model, sampler, clip x0 to [-1, 1] while sampling)
     "mlp-ddpm1000-clip": ("mlp", "ddpm1000", True),
     "mlp-ddpm1000-noclip": ("mlp", "ddpm1000", False),
+    "mlp-plain-ddpm1000-noclip": ("mlp-plain", "ddpm1000", False),   # notebook 2, section 7: beside mlp-ddpm1000-noclip
+    "mlp-plain-ddpm1000-clip": ("mlp-plain", "ddpm1000", True),
     "laptop-ddim50-clip": ("laptop", "ddim50", True),
     "laptop-ddim50-noclip": ("laptop", "ddim50", False),
     "unet-ddim50-clip": ("unet", "ddim50", True),

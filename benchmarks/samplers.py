@@ -20,7 +20,7 @@ target picks the most Heun steps within it (NFE 5, 10, 20, 50 -> heun3, heun5, h
 DDIM-50 is quality.py's unet-ddim50-clip: its digits are reused, not drawn again. Each run writes the
 result file quality_<run> (at n = 2,000) or quality_<run>_n<n>, holding the report, the real-data floor at
 the same n and seed, and the sampling speed (digits/s); `--results-dir` sends samples and result files to
-another folder (for a smoke test: `quality --n 8 --nfe 5 --results-dir /tmp/x`).
+another folder inside the project (for a smoke test: `quality --n 8 --nfe 5 --results-dir outputs/smoke`).
 """
 
 from __future__ import annotations
@@ -137,16 +137,19 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=None, help="digits per run (default: 500 for quality, 16 for match)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--results-dir", type=Path, default=None,
-                        help="write result files here and samples to its samples/ (default: benchmarks/results, "
-                             "outputs/samples)")
+                        help="write result files here and samples to its samples/, a folder inside the project "
+                             "(default: benchmarks/results and outputs/samples)")
     args = parser.parse_args()
     if any(nfe < 1 for nfe in args.nfe):
         parser.error(f"--nfe must be positive, got {args.nfe}")
     if args.n is not None and args.n < 1:
         parser.error(f"--n must be positive, got {args.n}")
     if args.results_dir is not None:   # both modules read these folders when they write
-        results.RESULTS_DIR = args.results_dir
-        quality.SAMPLE_DIR = args.results_dir / "samples"
+        folder = args.results_dir.resolve()
+        if not folder.is_relative_to(quality.PROJECT_ROOT):   # quality.evaluate prints paths relative to the project
+            parser.error(f"--results-dir must lie inside the project {quality.PROJECT_ROOT}, got {folder}")
+        results.RESULTS_DIR = folder
+        quality.SAMPLE_DIR = folder / "samples"
     if args.command == "match":
         sys.exit(match_diffusers(args.n or 16, args.seed))
     run_quality(args.methods, args.nfe, args.n or 500, args.seed)

@@ -186,7 +186,6 @@ class UNet(nn.Module):
 import functools
 
 import diffusion_utils as du
-from tqdm.std import tqdm   # text progress bars
 
 
 def sigma_alpha(schedule, t: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -257,8 +256,8 @@ def solve_probability_flow(model, schedule, shape, update, name: str, *, num_ste
     was_training = model.training
     model.eval()
     try:
-        for t, t_next in tqdm(list(zip(steps, steps[1:] + [-1])), desc=f"{name}-{len(steps)} sampling",
-                              disable=not progress, dynamic_ncols=True):
+        for t, t_next in du.progress_bar(list(zip(steps, steps[1:] + [-1])), desc=f"{name}-{len(steps)} sampling",
+                                         disable=not progress):   # a text bar, like du's samplers
             x = update(x, t, t_next, predict)
             if return_trajectory:
                 frames.append(x.cpu()), labels.append(t_next + 1)

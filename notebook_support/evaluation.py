@@ -276,11 +276,12 @@ def real_data_floor(n: int, classifier: MNISTClassifier | None = None, root: str
     return copy.deepcopy(_FLOORS[key])
 
 
-def compare_at_equal_n(samples: dict[str, torch.Tensor], classifier: MNISTClassifier | None = None,
-                       root: str | Path = DATA_DIR, *, seed: int = 0) -> tuple[dict[str, dict], dict]:
-    """Evaluate several sets of samples side by side: {name: images (n, 1, 28, 28)}, each clamped to
-    [-1, 1] and scored with evaluate_samples, all at one n (a ValueError names the sets when their n
-    differ), plus real_data_floor(n) once. Returns (reports by name, floor).
+def compare_at_equal_n(samples: dict, classifier: MNISTClassifier | None = None,
+                       root: str | Path = DATA_DIR, *, seed: int = 0) -> tuple[dict, dict]:
+    """Evaluate several sets of samples side by side: {name: images (n, 1, 28, 28)} (a name is any
+    key: a string, a guidance weight), each clamped to [-1, 1] and scored with evaluate_samples, all
+    at one n (a ValueError names the sets when their n differ), plus real_data_floor(n) once.
+    Returns (reports by the same names, floor).
 
     Because every set and the floor share one n, their FIDs compare with one another even below
     MIN_COMPARABLE_N, where evaluate_samples warns; so the small-n warning is not repeated per set

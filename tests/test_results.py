@@ -242,3 +242,20 @@ def test_check_command_exits_non_zero_on_drift(tmp_path, capsys):
     assert readme_tables.main(["--readme", str(readme)]) == 0  # rewrites it
     assert readme.read_text(encoding="utf-8") == README_TEXT
     assert readme_tables.main(["--check", "--readme", str(readme)]) == 0
+
+
+def test_images_round_trip_through_json(tmp_path):
+    """A result file can carry a grid: images_to_json stores uint8 levels in one base64 string, and
+    images_from_json gives back the images to within half a level (1/255 of [-1, 1])."""
+    images = torch.rand(3, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 2 - 1   # (3, 1, 28, 28)
+    images[0, 0, 0, 0], images[0, 0, 0, 1] = -1.0, 1.0                                       # the ends survive exactly
+    stored = results.images_to_json(images)
+    assert stored["shape"] == [3, 1, 28, 28] and isinstance(stored["uint8_base64"], str)
+    path = _write(tmp_path, payload={"grid": stored})
+    back = results.images_from_json(results.read_result(path)["grid"])
+    assert back.shape == images.shape and (back - images).abs().max() <= 1 / 255 + 1e-6
+    assert back[0, 0, 0, 0] == -1 and back[0, 0, 0, 1] == 1
+    with pytest.raises(ValueError, match="float tensor"):
+        results.images_to_json(torch.zeros(28, 28))
+    with pytest.raises(ValueError, match="need 2352 bytes"):
+        results.images_from_json({**stored, "uint8_base64": stored["uint8_base64"][:8]})   # cut short: 6 bytes

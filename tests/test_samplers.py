@@ -158,3 +158,17 @@ def test_a_model_of_the_wrong_shape_is_refused(setup):
     for sampler in SAMPLERS.values():
         with pytest.raises(ValueError, match="the model returned shape"):
             sampler(Flat(), schedule, x_T.shape, x_T=x_T, num_steps=3, progress=False)
+
+
+@pytest.mark.parametrize("method", sorted(SAMPLERS))
+def test_sample_in_chunks_runs_the_samplers(setup, method):
+    """The samplers take du.ddim_sample's arguments, so notebook_support.sampling splits them into chunks."""
+    from notebook_support.sampling import sample_in_chunks
+
+    schedule, model, x_T = setup
+    whole = SAMPLERS[method](model, schedule, x_T.shape, x_T=x_T, num_steps=4, progress=False)
+    chunked, frames, labels = sample_in_chunks(SAMPLERS[method], model, schedule, x_T.shape[0], chunk_size=24,
+                                               image_shape=tuple(x_T.shape[1:]), x_T=x_T, num_steps=4,
+                                               return_trajectory=True, progress=False)
+    torch.testing.assert_close(chunked, whole)
+    assert frames.shape == (5, *x_T.shape) and labels == [1000, 667, 334, 1, 0]
