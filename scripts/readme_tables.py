@@ -223,10 +223,14 @@ QUALITY_COLUMNS = (("fid", "FID", 1), ("kid_x1e3", "KID ×10³", 1), ("precision
 QUALITY_ROWS = (  # benchmarks/quality.py run -> what the README calls it
     ("unet-ddpm1000-clip", "U-Net (notebook 3), DDPM-1000, x̂₀ clipped"),
     ("unet-ddim50-clip", "U-Net (notebook 3), DDIM-50, x̂₀ clipped"),
+    ("unet-ddim20-clip", "U-Net (notebook 3), DDIM-20, x̂₀ clipped"),
+    ("unet-dpmpp2m20-clip", "U-Net (notebook 3), DPM-Solver++(2M)-20, x̂₀ clipped"),
+    ("unet-dpmpp2m10-clip", "U-Net (notebook 3), DPM-Solver++(2M)-10, x̂₀ clipped"),
     ("laptop-ddim50-clip", "laptop U-Net (notebook 3), DDIM-50, x̂₀ clipped"),
     ("laptop-ddim50-noclip", "laptop U-Net (notebook 3), DDIM-50, not clipped"),
     ("mlp-ddpm1000-noclip", "MLP (notebook 2), DDPM-1000, not clipped"),
     ("mlp-ddpm1000-clip", "MLP (notebook 2), DDPM-1000, x̂₀ clipped"),
+    ("mlp-plain-ddpm1000-noclip", "plain MLP, 512 wide (notebook 2), DDPM-1000, not clipped"),
 )
 
 

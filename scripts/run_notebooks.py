@@ -61,12 +61,12 @@ def hardware_line() -> str:
 
 
 def new_log_path(folder: Path, date: str) -> Path:
-    """benchmarks/results/<date>_cpu_notebooks_full_mode[_k].txt with the first free k."""
-    path, k = folder / f"{date}_cpu_notebooks_full_mode.txt", 1
-    while path.exists():
-        k += 1
-        path = folder / f"{date}_cpu_notebooks_full_mode_{k}.txt"
-    return path
+    """benchmarks/results/<date>_cpu_notebooks_full_mode[_k].txt with k above every existing one of that
+    date, so the newest run sorts last (readme_tables reads the last)."""
+    taken = [0 if p.stem.endswith("full_mode") else int(p.stem.rsplit("_", 1)[1])
+             for p in folder.glob(f"{date}_cpu_notebooks_full_mode*.txt")]
+    k = max(taken, default=-1) + 1
+    return folder / (f"{date}_cpu_notebooks_full_mode.txt" if k == 0 else f"{date}_cpu_notebooks_full_mode_{k + (k == 1)}.txt")
 
 
 def run_notebook(name: str, quick: bool) -> tuple[int, float]:
