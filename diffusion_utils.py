@@ -2,9 +2,8 @@
 
 Denoising Diffusion Probabilistic Models, Ho, Jain & Abbeel 2020 (arXiv:2006.11239); equation
 numbers are the paper's. A timestep index ``t`` runs over 0..T-1 as in the paper's code release:
-``betas[t]`` is the paper's beta_{t+1} and ``q_sample(x0, t)`` the paper's x_{t+1}. Notebook 1
-writes every formula here out by hand and checks it against this file; notebooks 2 and 3 do the
-same for the loss and the samplers before they use them. Sections:
+``betas[t]`` is the paper's beta_{t+1} and ``q_sample(x0, t)`` the paper's x_{t+1}. Notebook 1 writes
+every formula here out by hand and checks it; notebooks 2 and 3 do so for the loss and samplers. Sections:
 
     1. noise schedules: linear (Sec. 4) and cosine (Nichol & Dhariwal 2021, Eq. 17)
     2. forward process q(x_t | x_0) (Eq. 4), x_0 from eps, posterior q(x_{t-1} | x_t, x_0) (Eq. 6-7)
@@ -27,8 +26,7 @@ import torch.nn.functional as F
 from tqdm.std import tqdm
 
 def progress_bar(iterable, **kwargs):
-    """A text progress bar on stdout (tqdm's plain one): it looks the same in a terminal, in Jupyter
-    and in a committed notebook, where a widget bar would show a frozen 0 % and stderr a red box."""
+    """tqdm's text bar on stdout: in a committed notebook no frozen widget and no red stderr box."""
     return tqdm(iterable, file=sys.stdout, dynamic_ncols=True, **kwargs)
 
 
@@ -305,8 +303,7 @@ def p_sample(model: nn.Module, schedule: DiffusionSchedule, x_t: torch.Tensor, t
         mean = (x_t - beta / schedule.sqrt_one_minus_alphas_cumprod[t] * eps) / alpha.sqrt()
     if t == 0:
         return mean
-    sigma = schedule.betas[t].sqrt()  # sigma_t^2 = beta_t
-    return mean + sigma * _randn(x_t.shape, generator, x_t.device, x_t.dtype)
+    return mean + schedule.betas[t].sqrt() * _randn(x_t.shape, generator, x_t.device, x_t.dtype)  # sigma_t^2 = beta_t
 
 
 def _start(shape, x_T, generator, device) -> torch.Tensor:
