@@ -29,6 +29,7 @@ EXPORTS = {  # notebook -> module under lessons/
     "2_custom_mlp.ipynb": "mlp",
     "3_unet.ipynb": "unet",
     "4_guidance.ipynb": "guidance",
+    "5_what_to_predict.ipynb": "prediction",
 }
 
 

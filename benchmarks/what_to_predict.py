@@ -1,0 +1,119 @@
+"""Notebook 5's bake-off: notebook 3's laptop U-Net and recipe loop, trained from scratch for the
+same number of steps (the same CPU time: one network, one batch size) with each of the four
+targets of 5_what_to_predict.ipynb, then measured at the series' headline n. Run by hand (hours on a
+2-core CPU, not in CI); every run writes a result file that the notebook and the README read.
+
+    python benchmarks/what_to_predict.py run --variant flow --seed 0     # train, draw n = 2,000, measure
+    python benchmarks/what_to_predict.py run --variant eps --seed 1 --samplers ddim20
+
+`run` trains the notebook's BAKE_OFF_CONFIG for one prediction (lessons.prediction.variant_config)
+with the notebook's own loop (train_prediction), saving checkpoints/predict_<variant>.pt for seed 0
+and predict_<variant>_seed<k>.pt for other seeds (resumable; a finished file is loaded, not
+retrained), then draws n digits with each named sampler (benchmarks/quality.py's chunked drawing:
+x_T of chunk i is the same for every variant, so the comparison is paired) and writes
+benchmarks/results/<date>_<hardware>_predict_<variant>_seed<k>_<sampler>.json with the model's
+training time, steps and loss, the report with 95 % intervals and the real-data floor at the same n.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import diffusion_utils as du  # noqa: E402
+import quality  # noqa: E402  benchmarks/quality.py: chunked, resumable, paired drawing
+from lessons.prediction import AsEps, PREDICTIONS, flow_heun_step, flow_sample, train_prediction, variant_config  # noqa: E402
+from lessons.unet import UNet  # noqa: E402
+from notebook_support.checkpoints import load_checkpoint  # noqa: E402
+from notebook_support.data import mnist_tensor  # noqa: E402
+from notebook_support.environment import CHECKPOINT_DIR, PROJECT_ROOT  # noqa: E402
+from notebook_support.evaluation import HEADLINE_N, evaluate_samples, format_quality, load_classifier, real_data_floor  # noqa: E402
+from notebook_support.export import notebook_config  # noqa: E402
+from notebook_support.files import load_torch_file  # noqa: E402
+from notebook_support.results import write_result  # noqa: E402
+from notebook_support.training import train_from_config  # noqa: E402
+
+NOTEBOOK = PROJECT_ROOT / "5_what_to_predict.ipynb"
+SAMPLERS = {  # name -> (sampler, keyword arguments, network evaluations per digit, the variants it fits)
+    "ddim20": (du.ddim_sample, {"num_steps": 20, "eta": 0.0}, 20, ("eps", "x0", "v")),
+    "flow-euler20": (flow_sample, {"num_steps": 20}, 20, ("flow",)),
+    "flow-heun10": (flow_sample, {"num_steps": 10, "step": flow_heun_step}, 19, ("flow",)),
+}
+DEFAULT_SAMPLERS = {"eps": ["ddim20"], "x0": ["ddim20"], "v": ["ddim20"], "flow": ["flow-euler20", "flow-heun10"]}
+
+
+def checkpoint_file(variant: str, seed: int) -> Path:
+    """checkpoints/predict_<variant>.pt for seed 0 (the notebook loads it), predict_<variant>_seed<k>.pt else."""
+    return CHECKPOINT_DIR / (f"predict_{variant}.pt" if seed == 0 else f"predict_{variant}_seed{seed}.pt")
+
+
+def trained_model(variant: str, seed: int, data: torch.Tensor) -> tuple[torch.nn.Module, du.DiffusionSchedule, dict]:
+    """The variant's EMA U-Net: loaded when its checkpoint exists, else trained now (resumable)."""
+    config = variant_config(notebook_config(NOTEBOOK, "BAKE_OFF_CONFIG"), variant, seed)
+    path = checkpoint_file(variant, seed)
+    schedule = du.DiffusionSchedule(num_timesteps=config["num_timesteps"], schedule=config["schedule"])
+    if path.is_file():
+        model = UNet(**config["model_kwargs"])
+        payload = load_checkpoint(path, model, config)
+        print(f"{variant} seed {seed}: loaded {path.name}", flush=True)
+        return model.eval(), schedule, payload
+    print(f"{variant} seed {seed}: training {config['num_steps']} steps", flush=True)
+    model, payload = train_from_config(config, UNet, train_prediction, data, path, device="cpu", progress=False)
+    print(f"{variant} seed {seed}: {payload['steps']} steps in {payload['train_seconds']:.0f} s, "
+          f"final loss {payload['final_loss']:.4f} -> {path.relative_to(PROJECT_ROOT)}", flush=True)
+    return model, schedule, payload
+
+
+def run(args) -> None:
+    if args.variant not in PREDICTIONS:
+        raise SystemExit(f"--variant must be one of {PREDICTIONS}")
+    samplers = args.samplers or DEFAULT_SAMPLERS[args.variant]
+    for name in samplers:
+        if args.variant not in SAMPLERS[name][3]:
+            raise SystemExit(f"sampler {name} does not fit a {args.variant} model")
+    data = mnist_tensor()[0]                                                  # (60000, 1, 28, 28) in [-1, 1]
+    model, schedule, payload = trained_model(args.variant, args.seed, data)
+    sampled_model = model if args.variant == "flow" else AsEps(model, schedule, args.variant)
+    classifier = load_classifier()
+    floor = real_data_floor(args.n, classifier, seed=0)
+    for name in samplers:
+        sampler, kwargs, evaluations, _ = SAMPLERS[name]
+        quality.SAMPLERS[name] = (sampler, kwargs)                            # drawn by quality.py's paired chunks
+        run_name = f"predict-{args.variant}-seed{args.seed}-{name}"
+        path = quality.draw_digits(sampled_model, schedule, quality.sample_file(run_name, args.n, 0), args.n, 0, name,
+                                   True, record={"run": run_name, "model": f"predict_{args.variant}"})
+        record = load_torch_file(path, what="drawn samples")
+        images = torch.cat(record["chunks"])                                  # (n, 1, 28, 28) in [-1, 1]
+        started = time.perf_counter()
+        report = evaluate_samples(images, classifier, seed=0)
+        result = {"variant": args.variant, "train_seed": args.seed, "sampler": name, "evaluations_per_digit": evaluations,
+                  "clip_x0": True, "checkpoint": checkpoint_file(args.variant, args.seed).name,
+                  "steps": payload["steps"], "train_seconds": payload["train_seconds"],
+                  "train_hardware": payload["hardware"], "precision": payload["precision"],
+                  "final_loss": payload["final_loss"], "config": payload["config"],
+                  "sample_seconds": record["seconds"], "digits_per_second": args.n / record["seconds"],
+                  "sampling_threads": record["threads"], "report": report, "floor": floor}
+        out = write_result(f"predict_{args.variant}_seed{args.seed}_{name}", result, n=args.n, seed=0,
+                           seconds=record["seconds"] + time.perf_counter() - started, interval=report["interval"])
+        print(f"{run_name}: {format_quality(report, floor)}\n  -> {out.relative_to(PROJECT_ROOT)}", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_run = sub.add_parser("run")
+    p_run.add_argument("--variant", required=True, choices=PREDICTIONS)
+    p_run.add_argument("--seed", type=int, default=0, help="training seed (initial weights, batches, t and noise)")
+    p_run.add_argument("--samplers", nargs="*", choices=sorted(SAMPLERS), help="default: DEFAULT_SAMPLERS[variant]")
+    p_run.add_argument("--n", type=int, default=HEADLINE_N, help="digits drawn and measured per sampler")
+    args = parser.parse_args()
+    {"run": run}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()
