@@ -5,6 +5,7 @@ targets of 5_what_to_predict.ipynb, then measured at the series' headline n. Run
 
     python benchmarks/what_to_predict.py run --variant flow --seed 0     # train, draw n = 2,000, measure
     python benchmarks/what_to_predict.py run --variant eps --seed 1 --samplers ddim20
+    python benchmarks/what_to_predict.py speed                          # s/step of each variant, machine otherwise idle
 
 `run` trains the notebook's BAKE_OFF_CONFIG for one prediction (lessons.prediction.variant_config)
 with the notebook's own loop (train_prediction), saving checkpoints/predict_<variant>.pt for seed 0
@@ -13,6 +14,10 @@ retrained), then draws n digits with each named sampler (benchmarks/quality.py's
 x_T of chunk i is the same for every variant, so the comparison is paired) and writes
 benchmarks/results/<date>_<hardware>_predict_<variant>_seed<k>_<sampler>.json with the model's
 training time, steps and loss, the report with 95 % intervals and the real-data floor at the same n.
+
+`speed` times the loop itself per variant (seconds_per_step after warm-up, as load_or_train's estimate
+does) and writes predict-speed: the budget's CPU-minutes are steps x s/step on an otherwise idle
+machine, while a run's train_seconds is its wall time (longer when something else used the CPU).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import diffusion_utils as du  # noqa: E402
 import quality  # noqa: E402  benchmarks/quality.py: chunked, resumable, paired drawing
-from lessons.prediction import AsEps, PREDICTIONS, flow_heun_step, flow_sample, train_prediction, variant_config  # noqa: E402
+from lessons.prediction import BAKE_OFF_SAMPLERS, PREDICTIONS, sampling_network, train_prediction, variant_config  # noqa: E402
 from lessons.unet import UNet  # noqa: E402
 from notebook_support.checkpoints import load_checkpoint  # noqa: E402
 from notebook_support.data import mnist_tensor  # noqa: E402
@@ -36,15 +41,11 @@ from notebook_support.evaluation import HEADLINE_N, evaluate_samples, format_qua
 from notebook_support.export import notebook_config  # noqa: E402
 from notebook_support.files import load_torch_file  # noqa: E402
 from notebook_support.results import write_result  # noqa: E402
-from notebook_support.training import train_from_config  # noqa: E402
+from notebook_support.training import seconds_per_step, train_from_config, train_kwargs  # noqa: E402
 
 NOTEBOOK = PROJECT_ROOT / "5_what_to_predict.ipynb"
-SAMPLERS = {  # name -> (sampler, keyword arguments, network evaluations per digit, the variants it fits)
-    "ddim20": (du.ddim_sample, {"num_steps": 20, "eta": 0.0}, 20, ("eps", "x0", "v")),
-    "flow-euler20": (flow_sample, {"num_steps": 20}, 20, ("flow",)),
-    "flow-heun10": (flow_sample, {"num_steps": 10, "step": flow_heun_step}, 19, ("flow",)),
-}
-DEFAULT_SAMPLERS = {"eps": ["ddim20"], "x0": ["ddim20"], "v": ["ddim20"], "flow": ["flow-euler20", "flow-heun10"]}
+DEFAULT_SAMPLERS = {  # the samplers of BAKE_OFF_SAMPLERS each variant is measured with
+   "eps": ["ddim20"], "x0": ["ddim20"], "v": ["ddim20"], "flow": ["flow-euler20", "flow-heun10"]}
 
 
 def checkpoint_file(variant: str, seed: int) -> Path:
@@ -74,15 +75,15 @@ def run(args) -> None:
         raise SystemExit(f"--variant must be one of {PREDICTIONS}")
     samplers = args.samplers or DEFAULT_SAMPLERS[args.variant]
     for name in samplers:
-        if args.variant not in SAMPLERS[name][3]:
+        if args.variant not in BAKE_OFF_SAMPLERS[name][3]:
             raise SystemExit(f"sampler {name} does not fit a {args.variant} model")
     data = mnist_tensor()[0]                                                  # (60000, 1, 28, 28) in [-1, 1]
     model, schedule, payload = trained_model(args.variant, args.seed, data)
-    sampled_model = model if args.variant == "flow" else AsEps(model, schedule, args.variant)
+    sampled_model = sampling_network(model, schedule, args.variant)
     classifier = load_classifier()
     floor = real_data_floor(args.n, classifier, seed=0)
     for name in samplers:
-        sampler, kwargs, evaluations, _ = SAMPLERS[name]
+        sampler, kwargs, evaluations, _ = BAKE_OFF_SAMPLERS[name]
         quality.SAMPLERS[name] = (sampler, kwargs)                            # drawn by quality.py's paired chunks
         run_name = f"predict-{args.variant}-seed{args.seed}-{name}"
         path = quality.draw_digits(sampled_model, schedule, quality.sample_file(run_name, args.n, 0), args.n, 0, name,
@@ -94,7 +95,7 @@ def run(args) -> None:
         result = {"variant": args.variant, "train_seed": args.seed, "sampler": name, "evaluations_per_digit": evaluations,
                   "clip_x0": True, "checkpoint": checkpoint_file(args.variant, args.seed).name,
                   "steps": payload["steps"], "train_seconds": payload["train_seconds"],
-                  "train_hardware": payload["hardware"], "precision": payload["precision"],
+                  "train_hardware": payload["hardware"], "train_precision": payload["precision"],
                   "final_loss": payload["final_loss"], "config": payload["config"],
                   "sample_seconds": record["seconds"], "digits_per_second": args.n / record["seconds"],
                   "sampling_threads": record["threads"], "report": report, "floor": floor}
@@ -103,16 +104,37 @@ def run(args) -> None:
         print(f"{run_name}: {format_quality(report, floor)}\n  -> {out.relative_to(PROJECT_ROOT)}", flush=True)
 
 
+def speed(args) -> None:
+    base = notebook_config(NOTEBOOK, "BAKE_OFF_CONFIG")
+    data = mnist_tensor()[0][:4096]                                           # (4096, 1, 28, 28): batches only
+    schedule = du.DiffusionSchedule(num_timesteps=base["num_timesteps"], schedule=base["schedule"])
+    started, rows = time.perf_counter(), {}
+    for variant in PREDICTIONS:
+        config = variant_config(base, variant)
+        torch.manual_seed(0)
+        per_step = seconds_per_step(UNet(**config["model_kwargs"]), train_prediction, data, schedule,
+                                    train_kwargs(config), timed_steps=args.steps)
+        rows[variant] = {"seconds_per_step": per_step, "budget_minutes": per_step * config["num_steps"] / 60}
+        print(f"{variant:>4}: {per_step:.3f} s/step -> {config['num_steps']} steps = "
+              f"{rows[variant]['budget_minutes']:.1f} min", flush=True)
+    out = write_result("predict-speed", {"batch_size": base["batch_size"], "num_steps": base["num_steps"],
+                                         "timed_steps": args.steps, "threads": torch.get_num_threads(),
+                                         "variants": rows}, n=None, seed=0, seconds=time.perf_counter() - started)
+    print(f"-> {out.relative_to(PROJECT_ROOT)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     p_run = sub.add_parser("run")
     p_run.add_argument("--variant", required=True, choices=PREDICTIONS)
     p_run.add_argument("--seed", type=int, default=0, help="training seed (initial weights, batches, t and noise)")
-    p_run.add_argument("--samplers", nargs="*", choices=sorted(SAMPLERS), help="default: DEFAULT_SAMPLERS[variant]")
+    p_run.add_argument("--samplers", nargs="*", choices=sorted(BAKE_OFF_SAMPLERS), help="default: DEFAULT_SAMPLERS[variant]")
     p_run.add_argument("--n", type=int, default=HEADLINE_N, help="digits drawn and measured per sampler")
+    p_speed = sub.add_parser("speed")
+    p_speed.add_argument("--steps", type=int, default=20, help="timed steps per variant (after 2 warm-up steps)")
     args = parser.parse_args()
-    {"run": run}[args.command](args)
+    {"run": run, "speed": speed}[args.command](args)
 
 
 if __name__ == "__main__":

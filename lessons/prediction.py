@@ -59,6 +59,8 @@ def min_snr_weight(prediction: str, snr: torch.Tensor, gamma: float) -> torch.Te
     """Min-SNR-gamma (Hang et al. 2023) as a weight on the MSE of `prediction`'s own target. The
     x0 error is the eps error / SNR and the v error is the eps error * (SNR + 1) / SNR, so each
     weight below is min(SNR, gamma) / SNR on the eps error: one weighting, three ways to write it."""
+    if check_prediction(prediction) == "flow":
+        raise ValueError("min-SNR weights the DDPM path's steps; the flow's loss is plain MSE")
     clipped = snr.clamp(max=gamma)                                       # (B,) min(SNR, gamma)
     return {"eps": clipped / snr, "x0": clipped, "v": clipped / (snr + 1)}[prediction]
 
@@ -68,6 +70,8 @@ def prediction_loss(model: nn.Module, schedule, x0: torch.Tensor, prediction: st
     """Algorithm 1 with the target of `prediction` (eps, x0 or v): t and eps drawn as
     du.diffusion_loss draws them, so prediction="eps" is that loss exactly (section 2 asserts it)."""
     check_prediction(prediction)
+    if min_snr_gamma is not None and not (isinstance(min_snr_gamma, (int, float)) and min_snr_gamma > 0):
+        raise ValueError(f"min_snr_gamma must be a positive number or None, got {min_snr_gamma!r}")
     gen_device = generator.device if generator is not None else x0.device
     t = torch.randint(0, schedule.num_timesteps, (x0.shape[0],), generator=generator,
                       device=gen_device).to(x0.device)                   # (B,) Algorithm 1 line 3
@@ -75,7 +79,9 @@ def prediction_loss(model: nn.Module, schedule, x0: torch.Tensor, prediction: st
     x_t = du.q_sample(schedule, x0, t, eps)                              # (B, 1, 28, 28) Eq. 4
     alpha, sigma = signal_and_noise(schedule, t)
     target = ddpm_target(prediction, x0, eps, alpha, sigma)             # (B, 1, 28, 28)
-    per_image = (model(x_t, t).float() - target).pow(2).flatten(1).mean(1)   # (B,) float32 under autocast too
+    output = model(x_t, t)                                               # (B, 1, 28, 28)
+    du._check_model_output(output, x_t)                                  # a (B, 1) output would broadcast silently
+    per_image = (output.float() - target).pow(2).flatten(1).mean(1)      # (B,) float32 under autocast too
     if min_snr_gamma is None:
         return per_image.mean()
     snr = schedule.alphas_cumprod[t] / (1 - schedule.alphas_cumprod[t])   # (B,)
@@ -99,7 +105,9 @@ def flow_matching_loss(model: nn.Module, x0: torch.Tensor, *, generator: torch.G
     tau = torch.rand(x0.shape[0], generator=generator, device=gen_device).to(x0.device)   # (B,)
     eps = torch.randn(x0.shape, generator=generator, device=gen_device).to(x0.device)     # (B, 1, 28, 28)
     x_tau, velocity = flow_path(x0, eps, tau)
-    return (model(x_tau, FLOW_TIME_SCALE * tau).float() - velocity).pow(2).mean()
+    output = model(x_tau, FLOW_TIME_SCALE * tau)                         # (B, 1, 28, 28)
+    du._check_model_output(output, x_tau)
+    return (output.float() - velocity).pow(2).mean()
 
 
 class PredictionTrainer(RecipeTrainer):
@@ -195,7 +203,10 @@ def flow_sample(model: nn.Module, schedule, shape, *, num_steps: int = 20, step=
         raise ValueError(f"num_steps must be a positive int, got {num_steps!r}")
     if return_trajectory:
         raise ValueError("flow_sample keeps no trajectory")
-    device = torch.device(device) if device is not None else next(model.parameters()).device
+    if device is None:                   # the model's device; a model without weights: x_T's, else the CPU
+        weight = next(model.parameters(), None)
+        device = weight.device if weight is not None else (x_T.device if x_T is not None else "cpu")
+    device = torch.device(device)
     if x_T is None:
         gen_device = generator.device if generator is not None else device
         x_T = torch.randn(tuple(shape), generator=generator, device=gen_device)   # (B, 1, 28, 28) tau = 1
@@ -203,6 +214,23 @@ def flow_sample(model: nn.Module, schedule, shape, *, num_steps: int = 20, step=
         raise ValueError(f"x_T must have shape {tuple(shape)}, got {tuple(x_T.shape)}")
     x = x_T.to(device)
     taus = torch.linspace(1.0, 0.0, num_steps + 1).tolist()            # 1 = noise ... 0 = data
-    for tau, tau_next in du.progress_bar(list(zip(taus[:-1], taus[1:])), desc="flow", disable=not progress):
-        x = step(model, x, tau, tau_next, clip_x0)
+    was_training = model.training
+    model.eval()                                                         # dropout off while sampling, as du's samplers
+    try:
+        for tau, tau_next in du.progress_bar(list(zip(taus[:-1], taus[1:])), desc="flow", disable=not progress):
+            x = step(model, x, tau, tau_next, clip_x0)
+    finally:
+        model.train(was_training)
     return x                                                             # (B, 1, 28, 28)
+
+
+def sampling_network(model: nn.Module, schedule, prediction: str) -> nn.Module:
+    """What a sampler of BAKE_OFF_SAMPLERS is given: the flow model itself, any other as an eps-model."""
+    return model if check_prediction(prediction) == "flow" else AsEps(model, schedule, prediction)
+
+
+BAKE_OFF_SAMPLERS = {  # name -> (sampler, its keyword arguments, network calls per digit, the targets it samples)
+    "ddim20": (du.ddim_sample, {"num_steps": 20, "eta": 0.0}, 20, ("eps", "x0", "v")),
+    "flow-euler20": (flow_sample, {"num_steps": 20}, 20, ("flow",)),
+    "flow-heun10": (flow_sample, {"num_steps": 10, "step": flow_heun_step}, 19, ("flow",)),
+}

@@ -334,6 +334,18 @@ def latest_result(name: str, *, hardware: str | None = None, command: str | None
     return max(candidates, key=lambda r: (str(r.get("date", "")), r["file"]))
 
 
+def latest_results(prefix: str, *, hardware: str | None = None, results_dir: str | Path | None = None) -> dict[str, dict]:
+    """{name: the newest result of that name} for every result name starting with `prefix` (e.g. all
+    runs of one benchmark), names sorted; {} when there is none."""
+    if not isinstance(prefix, str) or not _NAME.fullmatch(prefix):
+        raise ValueError(f"prefix must be lower-case letters, digits, '_' and '-', got {prefix!r}")
+    folder = Path(results_dir) if results_dir is not None else RESULTS_DIR
+    names = {parts["name"] for path in folder.glob(f"*_{prefix}*.json*")
+             if (parts := _FILE.fullmatch(path.name)) and parts["name"].startswith(prefix)
+             and (hardware is None or parts["tag"] == hardware)}
+    return {name: latest_result(name, hardware=hardware, results_dir=folder) for name in sorted(names)}
+
+
 def read_result(name_or_path: str | Path, *, results_dir: str | Path | None = None) -> dict:
     """A result by file (a path, or a file name inside benchmarks/results/) or by name (then the
     newest, as latest_result)."""

@@ -40,9 +40,10 @@ from pathlib import Path
 from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from lessons.prediction import PREDICTIONS  # noqa: E402
 from notebook_support.environment import CHECKPOINT_DIR, PROJECT_ROOT  # noqa: E402
 from notebook_support.files import atomic_write_bytes, load_torch_file  # noqa: E402
-from notebook_support.results import RESULTS_DIR, cite, latest_result, read_result  # noqa: E402
+from notebook_support.results import RESULTS_DIR, cite, latest_result, latest_results, read_result  # noqa: E402
 
 README = PROJECT_ROOT / "README.md"
 
@@ -128,14 +129,21 @@ SHIPPED_CHECKPOINTS = {
     "unet_laptop.pt": "notebook 3's laptop preset",
     "unet_guidance.pt": "notebook 4, class-conditional",
 }
+BAKE_OFF_TARGETS = {"eps": "ε", "x0": "x₀", "v": "v", "flow": "flow velocity"}   # notebook 5's names -> the README's
+# notebook 5's bake-off (benchmarks/what_to_predict.py): listed once trained, since a second seed exists for some targets only
+BAKE_OFF_CHECKPOINTS = {(f"predict_{p}.pt" if seed == 0 else f"predict_{p}_seed{seed}.pt"):
+                        f"notebook 5, predicts {BAKE_OFF_TARGETS[p]}" + (f", training seed {seed}" if seed else "")
+                        for p in PREDICTIONS for seed in (0, 1)}
 
 
 @readme_table("checkpoints", command="python scripts/train_checkpoints.py --out checkpoints "
-                                     "(unet_laptop.pt: --only laptop)")
+                                     "(unet_laptop.pt: --only laptop; predict_*.pt: python benchmarks/what_to_predict.py "
+                                     "run --variant V --seed S)")
 def checkpoints_table(current: str) -> str:
     """The shipped checkpoints: hardware, training time, steps and final loss, read from each file."""
     rows = []
-    for name, note in SHIPPED_CHECKPOINTS.items():
+    trained = {name: note for name, note in BAKE_OFF_CHECKPOINTS.items() if (CHECKPOINT_DIR / name).is_file()}
+    for name, note in {**SHIPPED_CHECKPOINTS, **trained}.items():
         payload = load_torch_file(CHECKPOINT_DIR / name)
         config = payload.get("config", {})
         if "test_accuracy" in payload:  # the classifier
@@ -234,12 +242,17 @@ QUALITY_ROWS = (  # benchmarks/quality.py run -> what the README calls it
 )
 
 
+def _times_floor(report: dict, floor: dict | None) -> str:
+    """The "× floor" cell: FID over the floor's FID at the same n ("1×" for the floor itself)."""
+    return f"{report['fid']['value'] / floor['fid']['value']:.1f}×" if floor else "1×"
+
+
 def _quality_row(label: str, report: dict, floor: dict | None, extra: list[str]) -> list[str]:
     cells = [label]
     for key, _, digits in QUALITY_COLUMNS:
         cells.append(_measure(report[key], digits))
         if key == "fid":
-            cells.append(f"{report['fid']['value'] / floor['fid']['value']:.1f}×" if floor else "1×")
+            cells.append(_times_floor(report, floor))
     return cells + [str(report["classes_with_5pct"])] + extra
 
 
@@ -312,6 +325,44 @@ def _newest_compare(row: str) -> dict:
     if not files:
         raise FileNotFoundError(f"no result file for the diffusers comparison row {row!r}")
     return max((read_result(path) for path in files), key=lambda r: r["date"])
+
+
+BAKE_OFF_SAMPLER_LABELS = {"ddim20": "DDIM-20", "flow-euler20": "Euler-20", "flow-heun10": "Heun-10"}
+
+
+@readme_table("bake-off", command="python benchmarks/what_to_predict.py run --variant V --seed S")
+def bake_off_table(current: str) -> str:
+    """Notebook 5's bake-off: the newest result of every target, training seed and sampler
+    (benchmarks/what_to_predict.py), best FID first, and the real-data floor at the same n."""
+    results = latest_results("predict_")
+    if not results:
+        raise FileNotFoundError("no predict_<target>_seed<k>_<sampler> result file yet")
+    first = next(iter(results.values()))
+    if any(r["n"] != first["n"] or r["floor"]["fid"] != first["floor"]["fid"] for r in results.values()):
+        raise ValueError("the predict_* result files were measured at different n or against different floors: "
+                         "re-run benchmarks/what_to_predict.py at one n")
+    digits = {key: d for key, _, d in QUALITY_COLUMNS}
+    rows = []
+    for r in sorted(results.values(), key=lambda r: r["report"]["fid"]["value"]):
+        report = r["report"]
+        rows.append([BAKE_OFF_TARGETS.get(r["variant"], r["variant"]), str(r["train_seed"]),
+                     BAKE_OFF_SAMPLER_LABELS.get(r["sampler"], r["sampler"]), str(r["evaluations_per_digit"]),
+                     f"{r['steps']:,}", f"{r['train_seconds'] / 60:.1f}", _measure(report["fid"], digits["fid"]),
+                     _times_floor(report, r["floor"]), _measure(report["precision"], digits["precision"]),
+                     _measure(report["recall"], digits["recall"])])
+    floor = first["floor"]
+    rows.append([f"real digits: {first['n']:,} random training digits (the floor)", "", "", "", "", "",
+                 _measure(floor["fid"], digits["fid"]), _times_floor(floor, None),
+                 _measure(floor["precision"], digits["precision"]), _measure(floor["recall"], digits["recall"])])
+    header = ["target", "training seed", "sampler", "network calls per digit", "steps", "training minutes",
+              "FID [95 %]", "× floor", "precision [95 %]", "recall [95 %]"]
+    trained_on = sorted({f"{r['train_hardware']} ({r['train_precision']})" for r in results.values()})
+    newest = max(results.values(), key=lambda r: r["date"])
+    clipping = "x̂₀ clipped" if all(r["clip_x0"] for r in results.values()) else "x̂₀ clipped where clip_x0 says so"
+    return (_markdown_rows(header, rows) +
+            f"\n\nn = {first['n']:,} digits per row, every model from the same x_T (seed {first['seed']}), {clipping}; "
+            f"{first['interval']}. Trained on {'; '.join(trained_on)}. Files: "
+            f"`benchmarks/results/*_predict_<target>_seed<k>_<sampler>.json`, newest {Path(newest['file']).name}.")
 
 
 @readme_table("garbage", command="python benchmarks/garbage_check.py")

@@ -37,6 +37,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from lessons.guidance import ConditionalUNet, train_conditional  # noqa: E402
 from lessons.mlp import MLPDenoiser, PlainMLP, train  # noqa: E402
+from lessons.prediction import PREDICTIONS, train_prediction, variant_config  # noqa: E402
 from lessons.unet import UNet, train_recipe  # noqa: E402
 from notebook_support.checkpoints import architecture_fingerprint, checkpoint_mismatch, value_fingerprint  # noqa: E402
 from notebook_support.data import mnist_tensor  # noqa: E402
@@ -46,12 +47,18 @@ from notebook_support.files import atomic_torch_save, load_torch_file  # noqa: E
 from notebook_support.training import run_fingerprint  # noqa: E402
 
 SHIPPED = {  # file -> (notebook, config name, model class, the notebook's training function, whether it gets the labels
-    #                   via functools.partial)
+    #                   via functools.partial[, what builds the file's config from the notebook's])
     "mlp_default.pt": ("2_custom_mlp.ipynb", "CONFIG", MLPDenoiser, train, False),
     "mlp_plain.pt": ("2_custom_mlp.ipynb", "PLAIN_CONFIG", PlainMLP, train, False),
     "unet_default.pt": ("3_unet.ipynb", "DEFAULT_CONFIG", UNet, train, False),
     "unet_laptop.pt": ("3_unet.ipynb", "LAPTOP_CONFIG", UNet, train_recipe, False),
     "unet_guidance.pt": ("4_guidance.ipynb", "CONFIG", ConditionalUNet, train_conditional, True),
+    # notebook 5's bake-off (benchmarks/what_to_predict.py): one config per target and training seed, built from
+    # BAKE_OFF_CONFIG by variant_config; seed 1 exists for some targets only (an absent file is skipped)
+    **{f"predict_{p}.pt" if seed == 0 else f"predict_{p}_seed{seed}.pt":
+       ("5_what_to_predict.ipynb", "BAKE_OFF_CONFIG", UNet, train_prediction, False,
+        functools.partial(variant_config, prediction=p, seed=seed))
+       for p in PREDICTIONS for seed in (0, 1)},
 }
 KEY_PARTS = ("training_code", "bound_arguments", "data")   # what run_fingerprint adds to config and model code
 REASON = ("issue 18: the training loop was split into the notebooks that teach it: notebook 2's Trainer and train "
@@ -77,9 +84,11 @@ def _code_version() -> str:
 
 def current_key(file: str, images, labels, folder: Path = CHECKPOINT_DIR) -> tuple[dict, dict, list[str]]:
     """(the file's payload, the key parts it should record now, why its config or code do not fit)."""
-    notebook, config_name, model_class, train_fn, with_labels = SHIPPED[file]
+    notebook, config_name, model_class, train_fn, with_labels, *build = SHIPPED[file]
     payload = load_torch_file(Path(folder) / file)
     config = notebook_config(PROJECT_ROOT / notebook, config_name)
+    if build:   # notebook 5: the file's config is built from the notebook's (target, seed)
+        config = build[0](config)
     model = model_class(**config["model_kwargs"])
     unfit = checkpoint_mismatch(payload, config, architecture_fingerprint(model))
     if not unfit:

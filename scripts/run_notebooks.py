@@ -15,7 +15,7 @@ the hardware and versions; `python scripts/readme_tables.py` turns the newest su
 README's table of times. A notebook that fails keeps its partial outputs, the log records its
 exit code, and the script goes on with the next one and exits 1 at the end.
 
-    python scripts/run_notebooks.py                        # all four, full mode
+    python scripts/run_notebooks.py                        # all five, full mode
     python scripts/run_notebooks.py 3_unet.ipynb           # just one
     python scripts/run_notebooks.py --quick --no-log       # quick mode, no log file
 """
@@ -37,7 +37,8 @@ from nbconvert.preprocessors import CoalesceStreamsPreprocessor
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from notebook_support.environment import PROJECT_ROOT  # noqa: E402
 
-NOTEBOOKS = ["1_indepth_inspect.ipynb", "2_custom_mlp.ipynb", "3_unet.ipynb", "4_guidance.ipynb"]
+NOTEBOOKS = ["1_indepth_inspect.ipynb", "2_custom_mlp.ipynb", "3_unet.ipynb", "4_guidance.ipynb",
+             "5_what_to_predict.ipynb"]
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 CELL_TIMEOUT_S = 3000   # per cell: a reader's slower CPU, never a hang (nbconvert's default is 30 s)
 
@@ -86,7 +87,7 @@ def run_notebook(name: str, quick: bool) -> tuple[int, float]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("notebooks", nargs="*", default=NOTEBOOKS, help="default: all four, in order")
+    parser.add_argument("notebooks", nargs="*", default=NOTEBOOKS, help="default: all five, in order")
     parser.add_argument("--quick", action="store_true", help="DDPM_QUICK=1: fewer steps and samples")
     parser.add_argument("--no-log", action="store_true", help="do not write a log file")
     parser.add_argument("--note", default="", help="appended to the log's header line")

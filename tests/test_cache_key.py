@@ -30,6 +30,7 @@ import torch.nn as nn
 import diffusion_utils as du
 from lessons.guidance import ConditionalUNet, train_conditional
 from lessons.mlp import MLPDenoiser, PlainMLP, train
+from lessons.prediction import PREDICTIONS, train_prediction, variant_config
 from lessons.unet import UNet, train_recipe
 from notebook_support import checkpoints, export, training
 from notebook_support.data import mnist_tensor
@@ -131,20 +132,49 @@ def mnist():
     return images, labels, training.data_fingerprint(images)
 
 
-SHIPPED = {  # file -> (notebook, config name, model class, the notebook's training function, labels bound to it)
+SHIPPED = {  # file -> (notebook, config name, model class, the notebook's training function, labels bound to it
+    #                   [, what builds the file's config from the notebook's])
     "mlp_default.pt": ("2_custom_mlp.ipynb", "CONFIG", MLPDenoiser, train, False),
     "mlp_plain.pt": ("2_custom_mlp.ipynb", "PLAIN_CONFIG", PlainMLP, train, False),
     "unet_default.pt": ("3_unet.ipynb", "DEFAULT_CONFIG", UNet, train, False),
     "unet_laptop.pt": ("3_unet.ipynb", "LAPTOP_CONFIG", UNet, train_recipe, False),
     "unet_guidance.pt": ("4_guidance.ipynb", "CONFIG", ConditionalUNet, train_conditional, True),
+    # notebook 5's bake-off: BAKE_OFF_CONFIG through variant_config, per target and training seed
+    **{f"predict_{p}.pt" if seed == 0 else f"predict_{p}_seed{seed}.pt":
+       ("5_what_to_predict.ipynb", "BAKE_OFF_CONFIG", UNet, train_prediction, False,
+        functools.partial(variant_config, prediction=p, seed=seed))
+       for p in PREDICTIONS for seed in (0, 1)},
 }
+
+
+def shipped_config(file: str) -> dict:
+    """The config the notebook of checkpoints/<file> asks for (notebook 5's: built per target and seed)."""
+    notebook, name, *_ = entry = SHIPPED[file]
+    config = export.notebook_config(PROJECT_ROOT / notebook, name)
+    return entry[5](config) if len(entry) > 5 else config
+
+
+def shipped_files() -> list:
+    """SHIPPED's files as test cases; a bake-off file that benchmarks/what_to_predict.py has not
+    trained (yet) is skipped, saying so (a second seed is trained for some targets only)."""
+    cases = []
+    for file in sorted(SHIPPED):
+        if file.startswith("predict_") and not (PROJECT_ROOT / "checkpoints" / file).is_file():
+            variant, _, seed = file.removeprefix("predict_").removesuffix(".pt").partition("_seed")
+            why = " (a second seed is trained for some targets only)" if seed else " yet"
+            cases.append(pytest.param(file, marks=pytest.mark.skip(
+                reason=f"checkpoints/{file} is not trained{why}: python benchmarks/what_to_predict.py run "
+                       f"--variant {variant} --seed {seed or 0}")))
+        else:
+            cases.append(file)
+    return cases
 
 
 def shipped_reasons(file: str, mnist, data=None, labels=None) -> list[str]:
     """Why checkpoints/<file> would not load in its notebook (as load_or_train decides), with
     other data or labels if given."""
-    notebook, name, model_class, train_fn, with_labels = SHIPPED[file]
-    config = export.notebook_config(PROJECT_ROOT / notebook, name)
+    _, _, model_class, train_fn, with_labels = SHIPPED[file][:5]
+    config = shipped_config(file)
     images, true_labels, fingerprint = mnist
     if with_labels:
         train_fn = functools.partial(train_fn, labels=true_labels if labels is None else labels)
@@ -155,11 +185,11 @@ def shipped_reasons(file: str, mnist, data=None, labels=None) -> list[str]:
         model_class(**config["model_kwargs"])), run_)
 
 
-@pytest.mark.parametrize("file", sorted(SHIPPED))
+@pytest.mark.parametrize("file", shipped_files())
 def test_shipped_checkpoints_record_what_trained_them(file, mnist):
     """Each shipped file fits its notebook's config, model code, training code (notebook 2's
-    train, notebook 3's train_recipe or notebook 4's train_conditional), bound labels (notebook 4)
-    and the MNIST training split: the notebook loads it."""
+    train, notebook 3's train_recipe, notebook 4's train_conditional or notebook 5's
+    train_prediction), bound labels (notebook 4) and the MNIST training split: the notebook loads it."""
     assert shipped_reasons(file, mnist) == []
 
 
@@ -345,8 +375,8 @@ def test_configs_that_cannot_work_are_refused_up_front_naming_the_key(changes, m
 @pytest.mark.parametrize("file", sorted(SHIPPED))
 def test_the_notebook_configs_pass_on_a_4_gb_machine(file, monkeypatch):
     monkeypatch.setattr(checkpoints, "device_memory_bytes", lambda device: 4 * 10**9)
-    notebook, name, model_class, train, _ = SHIPPED[file]            # each config with its notebook's loop
-    config = export.notebook_config(PROJECT_ROOT / notebook, name)
+    _, _, model_class, train, _ = SHIPPED[file][:5]                  # each config with its notebook's loop
+    config = shipped_config(file)
     checkpoints.validate_config(config, model_class, train, image_shape=(1, 28, 28), device="cpu")
     with pytest.raises(ValueError, match=r"batch_size 10000000: one training step's activations need at least [\d.]+ GB, "
                                          r"more than the 4 GB of memory of cpu here"):

@@ -12,6 +12,7 @@ import torch
 import diffusion_utils as du
 from lessons.mlp import EMA, MLPDenoiser, PlainMLP, train
 from lessons.guidance import ConditionalUNet
+from lessons.prediction import PREDICTIONS, variant_config
 from lessons.unet import UNet
 from notebook_support import export
 from notebook_support.checkpoints import load_checkpoint
@@ -80,6 +81,20 @@ def test_shipped_checkpoints_load_into_the_notebook_classes(file, model_class, n
     config = export.notebook_config(ROOT / notebook, config_name)
     model = model_class(**config["model_kwargs"])
     load_checkpoint(ROOT / "checkpoints" / file, model, config)
+
+
+@pytest.mark.parametrize("prediction", PREDICTIONS)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_bake_off_checkpoints_load_into_the_notebook_unet(prediction, seed):
+    """Notebook 5's checkpoints/predict_<target>[_seed<k>].pt, trained by benchmarks/what_to_predict.py
+    with variant_config(BAKE_OFF_CONFIG, target, seed), load into notebook 3's UNet with that config."""
+    file = f"predict_{prediction}.pt" if seed == 0 else f"predict_{prediction}_seed{seed}.pt"
+    if not (ROOT / "checkpoints" / file).is_file():
+        why = " (a second seed is trained for some targets only)" if seed else " yet"
+        pytest.skip(f"checkpoints/{file} is not trained{why}: python benchmarks/what_to_predict.py run "
+                    f"--variant {prediction} --seed {seed}")
+    config = variant_config(export.notebook_config(ROOT / "5_what_to_predict.ipynb", "BAKE_OFF_CONFIG"), prediction, seed)
+    load_checkpoint(ROOT / "checkpoints" / file, UNet(**config["model_kwargs"]), config)
 
 
 def _pattern_data(n: int = 256) -> torch.Tensor:

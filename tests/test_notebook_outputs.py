@@ -34,8 +34,8 @@ def _shown_text(output: dict) -> str:
 
 
 def test_the_series_is_found():
-    assert [n.name for n in NOTEBOOKS][:4] == ["1_indepth_inspect.ipynb", "2_custom_mlp.ipynb", "3_unet.ipynb",
-                                              "4_guidance.ipynb"]
+    assert [n.name for n in NOTEBOOKS][:5] == ["1_indepth_inspect.ipynb", "2_custom_mlp.ipynb", "3_unet.ipynb",
+                                              "4_guidance.ipynb", "5_what_to_predict.ipynb"]
 
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.name)

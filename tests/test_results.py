@@ -149,6 +149,30 @@ def test_latest_result_picks_the_newest_by_the_date_in_the_file(tmp_path):
     assert results.cite(legacy) == f"{tmp_path / '2026-02-01_cpu_legacy.json'} (no n, cpu, 2026-02-01)"
 
 
+def test_latest_results_gives_the_newest_of_every_name_with_the_prefix(tmp_path):
+    assert results.latest_results("predict_", results_dir=tmp_path) == {}                # no file yet
+    _fake(tmp_path, "2026-01-02_cpu_predict_eps_seed0_ddim20.json", "2026-01-02T10:00:00+00:00", 1.0)
+    _fake(tmp_path, "2026-01-03_cpu_predict_eps_seed0_ddim20.json", "2026-01-03T10:00:00+00:00", 2.0)  # newer: wins
+    _fake(tmp_path, "2026-01-02_cpu_predict_flow_seed0_flow-heun10.json", "2026-01-02T11:00:00+00:00", 3.0)
+    _fake(tmp_path, "2026-01-04_cpu_quality_predict_eps.json", "2026-01-04T00:00:00+00:00", 4.0)   # prefix inside
+    _fake(tmp_path, "2026-01-04_cpu_predict.json", "2026-01-04T00:00:00+00:00", 5.0)                # no "_" after
+    _fake(tmp_path, "2026-01-04_cpu_predict_v_seed0_ddim20.txt", None, 6.0)                         # not a result file
+    newest = results.latest_results("predict_", results_dir=tmp_path)
+    assert list(newest) == ["predict_eps_seed0_ddim20", "predict_flow_seed0_flow-heun10"]   # names sorted
+    assert [r["fid"] for r in newest.values()] == [2.0, 3.0]
+    assert newest["predict_eps_seed0_ddim20"]["file"].endswith("2026-01-03_cpu_predict_eps_seed0_ddim20.json")
+    assert list(results.latest_results("predict_flow", results_dir=tmp_path)) == ["predict_flow_seed0_flow-heun10"]
+    assert list(results.latest_results("predict", results_dir=tmp_path)) == [
+        "predict", "predict_eps_seed0_ddim20", "predict_flow_seed0_flow-heun10"]
+    assert results.latest_results("predict_", hardware="h200", results_dir=tmp_path) == {}
+    _fake(tmp_path, "2026-01-05_h200_predict_v_seed0_ddim20.json", "2026-01-05T00:00:00+00:00", 7.0)
+    assert [r["fid"] for r in results.latest_results("predict_", hardware="h200", results_dir=tmp_path).values()] == [7.0]
+    assert "predict_v_seed0_ddim20" not in results.latest_results("predict_", hardware="cpu", results_dir=tmp_path)
+    for bad in ("Predict", "", "predict/", None):
+        with pytest.raises(ValueError, match="prefix must be lower-case letters"):
+            results.latest_results(bad, results_dir=tmp_path)
+
+
 def test_a_missing_result_names_the_folder_and_the_command(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"no result file for 'quality_n2000' in .*make it with: python x\.py"):
         results.latest_result("quality_n2000", command="python x.py", results_dir=tmp_path)
@@ -222,6 +246,36 @@ def test_a_table_whose_file_is_missing_says_how_to_make_it(tmp_path, monkeypatch
     assert readme_tables.render_readme(text) == ("intro\n\n<!-- table:not-yet -->\n\n"
                                                   "_(no result file yet: run `python make_it.py`)_\n\n"
                                                   "<!-- /table:not-yet -->\n\nend\n")
+
+
+def _measured(fid: float) -> dict:
+    """An evaluate_samples-shaped report: every measure a {value, low, high} around `fid` or 0.8."""
+    report = {key: {"value": 0.8, "low": 0.7, "high": 0.9} for key in ("kid_x1e3", "precision", "realism", "recall")}
+    return {**report, "fid": {"value": fid, "low": fid - 2, "high": fid + 2}, "classes_with_5pct": 10}
+
+
+def test_the_bake_off_table_lists_every_run_best_fid_first(tmp_path, monkeypatch):
+    monkeypatch.setattr(readme_tables, "latest_results", lambda prefix: results.latest_results(prefix, results_dir=tmp_path))
+    assert readme_tables.render_region("bake-off").startswith("_(no result file yet: run `python benchmarks/what_to_predict.py")
+    floor = _measured(6.5)
+    for variant, seed, sampler, calls, fid in (("eps", 0, "ddim20", 20, 30.0), ("flow", 1, "flow-heun10", 19, 20.0)):
+        _write(tmp_path, name=f"predict_{variant}_seed{seed}_{sampler}", payload={
+            "variant": variant, "train_seed": seed, "sampler": sampler, "evaluations_per_digit": calls, "clip_x0": True,
+            "steps": 840, "train_seconds": 846.0, "train_hardware": "x86_64 CPU, 2 threads", "train_precision": "float32",
+            "report": _measured(fid), "floor": floor})
+    lines = readme_tables.render_region("bake-off").splitlines()
+    assert lines[0].startswith("| target | training seed | sampler | network calls per digit | steps | training minutes |")
+    assert lines[2] == ("| flow velocity | 1 | Heun-10 | 19 | 840 | 14.1 | 20.0 [18.0, 22.0] | 3.1× | 0.800 [0.700, 0.900] "
+                        "| 0.800 [0.700, 0.900] |")                                  # the lower FID first
+    assert lines[3].startswith("| ε | 0 | DDIM-20 | 20 | 840 | 14.1 | 30.0 [28.0, 32.0] | 4.6× |")
+    assert lines[4].startswith("| real digits: 2,000 random training digits (the floor) |  |  |  |  |  | 6.5 [4.5, 8.5] | 1× |")
+    assert "n = 2,000 digits per row" in lines[6] and "x86_64 CPU, 2 threads (float32)" in lines[6]
+    _write(tmp_path, name="predict_v_seed0_ddim20", n=500, payload={
+        "variant": "v", "train_seed": 0, "sampler": "ddim20", "evaluations_per_digit": 20, "clip_x0": True, "steps": 840,
+        "train_seconds": 846.0, "train_hardware": "x86_64 CPU, 2 threads", "train_precision": "float32",
+        "report": _measured(25.0), "floor": floor})
+    with pytest.raises(ValueError, match="different n or against different floors"):
+        readme_tables.render_region("bake-off")
 
 
 @pytest.mark.parametrize("text, match", [
