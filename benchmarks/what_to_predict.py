@@ -6,6 +6,7 @@ targets of 5_what_to_predict.ipynb, then measured at the series' headline n. Run
     python benchmarks/what_to_predict.py run --variant flow --seed 0     # train, draw n = 2,000, measure
     python benchmarks/what_to_predict.py run --variant eps --seed 1 --samplers ddim20
     python benchmarks/what_to_predict.py speed                          # s/step of each variant, machine otherwise idle
+    python benchmarks/what_to_predict.py run --variant flow --steps 1200 --samplers flow-heun10   # another budget
 
 `run` trains the notebook's BAKE_OFF_CONFIG for one prediction (lessons.prediction.variant_config)
 with the notebook's own loop (train_prediction), saving checkpoints/predict_<variant>.pt for seed 0
@@ -14,6 +15,11 @@ retrained), then draws n digits with each named sampler (benchmarks/quality.py's
 x_T of chunk i is the same for every variant, so the comparison is paired) and writes
 benchmarks/results/<date>_<hardware>_predict_<variant>_seed<k>_<sampler>.json with the model's
 training time, steps and loss, the report with 95 % intervals and the real-data floor at the same n.
+
+`--steps N` trains the same recipe for N steps instead of BAKE_OFF_CONFIG's (the lr schedule stretched
+to N): a probe of what more of the budget buys, outside the equal-steps bake-off. Its checkpoint stays
+in the ignored checkpoints/cache/ (the notebook does not load it) and its result file is named
+predict-steps<N>_<variant>_seed<k>_<sampler>, so the bake-off's predict_* files are not mixed with it.
 
 `speed` times the loop itself per variant (seconds_per_step after warm-up, as load_or_train's estimate
 does) and writes predict-speed: the budget's CPU-minutes are steps x s/step on an otherwise idle
@@ -48,15 +54,21 @@ DEFAULT_SAMPLERS = {  # the samplers of BAKE_OFF_SAMPLERS each variant is measur
    "eps": ["ddim20"], "x0": ["ddim20"], "v": ["ddim20"], "flow": ["flow-euler20", "flow-heun10"]}
 
 
-def checkpoint_file(variant: str, seed: int) -> Path:
-    """checkpoints/predict_<variant>.pt for seed 0 (the notebook loads it), predict_<variant>_seed<k>.pt else."""
+def checkpoint_file(variant: str, seed: int, steps: int | None = None) -> Path:
+    """checkpoints/predict_<variant>.pt for seed 0 (the notebook loads it), predict_<variant>_seed<k>.pt else;
+    another number of steps: checkpoints/cache/predict_<variant>_seed<k>_steps<N>.pt (not shipped)."""
+    if steps is not None:
+        return CHECKPOINT_DIR / "cache" / f"predict_{variant}_seed{seed}_steps{steps}.pt"
     return CHECKPOINT_DIR / (f"predict_{variant}.pt" if seed == 0 else f"predict_{variant}_seed{seed}.pt")
 
 
-def trained_model(variant: str, seed: int, data: torch.Tensor) -> tuple[torch.nn.Module, du.DiffusionSchedule, dict]:
+def trained_model(variant: str, seed: int, data: torch.Tensor,
+                  steps: int | None = None) -> tuple[torch.nn.Module, du.DiffusionSchedule, dict]:
     """The variant's EMA U-Net: loaded when its checkpoint exists, else trained now (resumable)."""
     config = variant_config(notebook_config(NOTEBOOK, "BAKE_OFF_CONFIG"), variant, seed)
-    path = checkpoint_file(variant, seed)
+    if steps is not None:
+        config["num_steps"] = steps
+    path = checkpoint_file(variant, seed, steps)
     schedule = du.DiffusionSchedule(num_timesteps=config["num_timesteps"], schedule=config["schedule"])
     if path.is_file():
         model = UNet(**config["model_kwargs"])
@@ -77,15 +89,18 @@ def run(args) -> None:
     for name in samplers:
         if args.variant not in BAKE_OFF_SAMPLERS[name][3]:
             raise SystemExit(f"sampler {name} does not fit a {args.variant} model")
+    if args.steps is not None and args.steps < 1:
+        raise SystemExit(f"--steps must be a positive number of training steps, got {args.steps}")
     data = mnist_tensor()[0]                                                  # (60000, 1, 28, 28) in [-1, 1]
-    model, schedule, payload = trained_model(args.variant, args.seed, data)
+    model, schedule, payload = trained_model(args.variant, args.seed, data, args.steps)
+    family = "predict" if args.steps is None else f"predict-steps{args.steps}"
     sampled_model = sampling_network(model, schedule, args.variant)
     classifier = load_classifier()
     floor = real_data_floor(args.n, classifier, seed=0)
     for name in samplers:
         sampler, kwargs, evaluations, _ = BAKE_OFF_SAMPLERS[name]
         quality.SAMPLERS[name] = (sampler, kwargs)                            # drawn by quality.py's paired chunks
-        run_name = f"predict-{args.variant}-seed{args.seed}-{name}"
+        run_name = f"{family}-{args.variant}-seed{args.seed}-{name}"
         path = quality.draw_digits(sampled_model, schedule, quality.sample_file(run_name, args.n, 0), args.n, 0, name,
                                    True, record={"run": run_name, "model": f"predict_{args.variant}"})
         record = load_torch_file(path, what="drawn samples")
@@ -93,18 +108,18 @@ def run(args) -> None:
         started = time.perf_counter()
         report = evaluate_samples(images, classifier, seed=0)
         result = {"variant": args.variant, "train_seed": args.seed, "sampler": name, "evaluations_per_digit": evaluations,
-                  "clip_x0": True, "checkpoint": checkpoint_file(args.variant, args.seed).name,
+                  "clip_x0": True, "checkpoint": checkpoint_file(args.variant, args.seed, args.steps).name,
                   "steps": payload["steps"], "train_seconds": payload["train_seconds"],
                   "train_hardware": payload["hardware"], "train_precision": payload["precision"],
                   "final_loss": payload["final_loss"], "config": payload["config"],
                   "sample_seconds": record["seconds"], "digits_per_second": args.n / record["seconds"],
                   "sampling_threads": record["threads"], "report": report, "floor": floor}
-        out = write_result(f"predict_{args.variant}_seed{args.seed}_{name}", result, n=args.n, seed=0,
+        out = write_result(f"{family}_{args.variant}_seed{args.seed}_{name}", result, n=args.n, seed=0,
                            seconds=record["seconds"] + time.perf_counter() - started, interval=report["interval"])
         print(f"{run_name}: {format_quality(report, floor)}\n  -> {out.relative_to(PROJECT_ROOT)}", flush=True)
 
 
-def speed(args) -> None:
+def seconds_per_step_of_each_target(args) -> None:
     base = notebook_config(NOTEBOOK, "BAKE_OFF_CONFIG")
     data = mnist_tensor()[0][:4096]                                           # (4096, 1, 28, 28): batches only
     schedule = du.DiffusionSchedule(num_timesteps=base["num_timesteps"], schedule=base["schedule"])
@@ -131,10 +146,11 @@ def main() -> None:
     p_run.add_argument("--seed", type=int, default=0, help="training seed (initial weights, batches, t and noise)")
     p_run.add_argument("--samplers", nargs="*", choices=sorted(BAKE_OFF_SAMPLERS), help="default: DEFAULT_SAMPLERS[variant]")
     p_run.add_argument("--n", type=int, default=HEADLINE_N, help="digits drawn and measured per sampler")
+    p_run.add_argument("--steps", type=int, help="train this many steps instead of BAKE_OFF_CONFIG's (a probe, not shipped)")
     p_speed = sub.add_parser("speed")
     p_speed.add_argument("--steps", type=int, default=20, help="timed steps per variant (after 2 warm-up steps)")
     args = parser.parse_args()
-    {"run": run, "speed": speed}[args.command](args)
+    {"run": run, "speed": seconds_per_step_of_each_target}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -233,4 +233,6 @@ BAKE_OFF_SAMPLERS = {  # name -> (sampler, its keyword arguments, network calls 
     "ddim20": (du.ddim_sample, {"num_steps": 20, "eta": 0.0}, 20, ("eps", "x0", "v")),
     "flow-euler20": (flow_sample, {"num_steps": 20}, 20, ("flow",)),
     "flow-heun10": (flow_sample, {"num_steps": 10, "step": flow_heun_step}, 19, ("flow",)),
+    "ddim50": (du.ddim_sample, {"num_steps": 50, "eta": 0.0}, 50, ("eps", "x0", "v")),
+    "flow-heun25": (flow_sample, {"num_steps": 25, "step": flow_heun_step}, 49, ("flow",)),
 }

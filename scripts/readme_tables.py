@@ -327,7 +327,8 @@ def _newest_compare(row: str) -> dict:
     return max((read_result(path) for path in files), key=lambda r: r["date"])
 
 
-BAKE_OFF_SAMPLER_LABELS = {"ddim20": "DDIM-20", "flow-euler20": "Euler-20", "flow-heun10": "Heun-10"}
+BAKE_OFF_SAMPLER_LABELS = {"ddim20": "DDIM-20", "ddim50": "DDIM-50", "flow-euler20": "Euler-20", "flow-heun10": "Heun-10",
+                           "flow-heun25": "Heun-25"}
 
 
 @readme_table("bake-off", command="python benchmarks/what_to_predict.py run --variant V --seed S")
@@ -359,9 +360,13 @@ def bake_off_table(current: str) -> str:
     trained_on = sorted({f"{r['train_hardware']} ({r['train_precision']})" for r in results.values()})
     newest = max(results.values(), key=lambda r: r["date"])
     clipping = "x̂₀ clipped" if all(r["clip_x0"] for r in results.values()) else "x̂₀ clipped where clip_x0 says so"
+    speed = latest_result("predict-speed", command="python benchmarks/what_to_predict.py speed")
+    budget = ", ".join(f"{variant} {row['seconds_per_step']:.2f} s/step = {row['budget_minutes']:.1f} min"
+                       for variant, row in speed["variants"].items())
     return (_markdown_rows(header, rows) +
             f"\n\nn = {first['n']:,} digits per row, every model from the same x_T (seed {first['seed']}), {clipping}; "
-            f"{first['interval']}. Trained on {'; '.join(trained_on)}. Files: "
+            f"{first['interval']}. Trained on {'; '.join(trained_on)}. \"training minutes\" is each run's wall time; "
+            f"the budget on an otherwise idle CPU, {speed['num_steps']:,} steps × s/step ({cite(speed)}): {budget}. Files: "
             f"`benchmarks/results/*_predict_<target>_seed<k>_<sampler>.json`, newest {Path(newest['file']).name}.")
 
 

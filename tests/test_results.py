@@ -256,7 +256,11 @@ def _measured(fid: float) -> dict:
 
 def test_the_bake_off_table_lists_every_run_best_fid_first(tmp_path, monkeypatch):
     monkeypatch.setattr(readme_tables, "latest_results", lambda prefix: results.latest_results(prefix, results_dir=tmp_path))
+    monkeypatch.setattr(readme_tables, "latest_result",
+                        lambda name, **kwargs: results.latest_result(name, results_dir=tmp_path, **kwargs))
     assert readme_tables.render_region("bake-off").startswith("_(no result file yet: run `python benchmarks/what_to_predict.py")
+    _write(tmp_path, name="predict-speed", n=None, payload={"batch_size": 128, "num_steps": 840, "variants": {
+        "eps": {"seconds_per_step": 1.0, "budget_minutes": 14.0}, "flow": {"seconds_per_step": 1.01, "budget_minutes": 14.14}}})
     floor = _measured(6.5)
     for variant, seed, sampler, calls, fid in (("eps", 0, "ddim20", 20, 30.0), ("flow", 1, "flow-heun10", 19, 20.0)):
         _write(tmp_path, name=f"predict_{variant}_seed{seed}_{sampler}", payload={
@@ -270,6 +274,7 @@ def test_the_bake_off_table_lists_every_run_best_fid_first(tmp_path, monkeypatch
     assert lines[3].startswith("| ε | 0 | DDIM-20 | 20 | 840 | 14.1 | 30.0 [28.0, 32.0] | 4.6× |")
     assert lines[4].startswith("| real digits: 2,000 random training digits (the floor) |  |  |  |  |  | 6.5 [4.5, 8.5] | 1× |")
     assert "n = 2,000 digits per row" in lines[6] and "x86_64 CPU, 2 threads (float32)" in lines[6]
+    assert "840 steps × s/step" in lines[6] and "eps 1.00 s/step = 14.0 min, flow 1.01 s/step = 14.1 min" in lines[6]
     _write(tmp_path, name="predict_v_seed0_ddim20", n=500, payload={
         "variant": "v", "train_seed": 0, "sampler": "ddim20", "evaluations_per_digit": 20, "clip_x0": True, "steps": 840,
         "train_seconds": 846.0, "train_hardware": "x86_64 CPU, 2 threads", "train_precision": "float32",
