@@ -201,7 +201,7 @@ def notebooks_table(current: str) -> str:
     line of the *_fresh_clone_tests*.txt pytest logs). Only runs that passed count."""
     full = _notebook_seconds("*_notebooks_full_mode*.txt", r"^(?P<notebook>\S+\.ipynb): (?:rc|exit) 0, (?P<seconds>\d+) s")
     quick = _notebook_seconds("*_fresh_clone_tests*.txt", r"(?P<notebook>[\w-]+\.ipynb) (?P<seconds>\d+) s",
-                              passed=r"^\d+ passed in ")  # pytest's summary line, without "failed" or "error"
+                              passed=r"^\d+ passed(, \d+ skipped)? in ")  # pytest's summary, no "failed"/"error"
     if not full:
         raise FileNotFoundError("no full-mode notebook log in benchmarks/results/")
     lines = [line for line in current.splitlines() if line.startswith("|")]
