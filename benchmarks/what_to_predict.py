@@ -8,6 +8,7 @@ targets of 5_what_to_predict.ipynb, then measured at the series' headline n. Run
     python benchmarks/what_to_predict.py speed                          # s/step of each variant, machine otherwise idle
     python benchmarks/what_to_predict.py run --variant flow --steps 1200 --samplers flow-heun10   # another budget
     python benchmarks/what_to_predict.py run --variant flow --bf16 --steps 2000 --samplers flow-heun10   # native bf16
+    python benchmarks/what_to_predict.py run --variant flow --flow-time logit-normal --samplers flow-heun10
 
 `run` trains the notebook's BAKE_OFF_CONFIG for one prediction (lessons.prediction.variant_config)
 with the notebook's own loop (train_prediction), saving checkpoints/predict_<variant>.pt for seed 0
@@ -24,6 +25,8 @@ predict-steps<N>_<variant>_seed<k>_<sampler>, so the bake-off's predict_* files 
 `--bf16` trains the same recipe under bf16 autocast (the config's `bf16`), only on a CPU that computes
 bfloat16 natively (choose_bf16; emulated bf16 is slower than float32): also a probe, in checkpoints/cache/,
 its files named predict-bf16-steps<N>_... (or predict-bf16_... at the bake-off's steps).
+`--flow-time logit-normal` trains the flow with Stable Diffusion 3's tau ~ sigmoid(N(0, 1)) instead of the
+bake-off's uniform tau (the config's flow_time_sampling): a probe too, its files named predict-logit-normal_...
 
 `speed` times the loop itself per variant (seconds_per_step after warm-up, as load_or_train's estimate
 does) and writes predict-speed: the budget's CPU-minutes are steps x s/step on an otherwise idle
@@ -42,7 +45,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import diffusion_utils as du  # noqa: E402
 import quality  # noqa: E402  benchmarks/quality.py: chunked, resumable, paired drawing
-from lessons.prediction import BAKE_OFF_SAMPLERS, PREDICTIONS, sampling_network, train_prediction, variant_config  # noqa: E402
+from lessons.prediction import (BAKE_OFF_SAMPLERS, FLOW_TIME_SAMPLINGS, PREDICTIONS, sampling_network,  # noqa: E402
+                                train_prediction, variant_config)
 from lessons.unet import UNet  # noqa: E402
 from notebook_support.checkpoints import load_checkpoint  # noqa: E402
 from notebook_support.data import mnist_tensor  # noqa: E402
@@ -58,23 +62,32 @@ DEFAULT_SAMPLERS = {  # the samplers of BAKE_OFF_SAMPLERS each variant is measur
    "eps": ["ddim20"], "x0": ["ddim20"], "v": ["ddim20"], "flow": ["flow-euler20", "flow-heun10"]}
 
 
-def checkpoint_file(variant: str, seed: int, steps: int | None = None, bf16: bool = False) -> Path:
+def probe_tags(steps: int | None = None, bf16: bool = False, flow_time: str = "uniform") -> list[str]:
+    """What a probe changes against the bake-off's recipe, in file names: [] for the bake-off itself."""
+    return (["bf16"] if bf16 else []) + ([] if flow_time == "uniform" else [flow_time]) + (
+        [] if steps is None else [f"steps{steps}"])
+
+
+def checkpoint_file(variant: str, seed: int, steps: int | None = None, bf16: bool = False,
+                    flow_time: str = "uniform") -> Path:
     """checkpoints/predict_<variant>.pt for seed 0 (the notebook loads it), predict_<variant>_seed<k>.pt else;
-    another number of steps or bf16: checkpoints/cache/predict_<variant>_seed<k>[_bf16][_steps<N>].pt (not shipped)."""
-    if steps is not None or bf16:
-        tags = ("_bf16" if bf16 else "") + (f"_steps{steps}" if steps is not None else "")
+    a probe (probe_tags): checkpoints/cache/predict_<variant>_seed<k>_<tag>_....pt (not shipped)."""
+    tags = "".join(f"_{tag}" for tag in probe_tags(steps, bf16, flow_time))
+    if tags:
         return CHECKPOINT_DIR / "cache" / f"predict_{variant}_seed{seed}{tags}.pt"
     return CHECKPOINT_DIR / (f"predict_{variant}.pt" if seed == 0 else f"predict_{variant}_seed{seed}.pt")
 
 
-def trained_model(variant: str, seed: int, data: torch.Tensor, steps: int | None = None,
-                  bf16: bool = False) -> tuple[torch.nn.Module, du.DiffusionSchedule, dict]:
+def trained_model(variant: str, seed: int, data: torch.Tensor, steps: int | None = None, bf16: bool = False,
+                  flow_time: str = "uniform") -> tuple[torch.nn.Module, du.DiffusionSchedule, dict]:
     """The variant's EMA U-Net: loaded when its checkpoint exists, else trained now (resumable)."""
     config = variant_config(notebook_config(NOTEBOOK, "BAKE_OFF_CONFIG"), variant, seed)
     if steps is not None:
         config["num_steps"] = steps
     config["bf16"] = config["bf16"] or bf16
-    path = checkpoint_file(variant, seed, steps, bf16)
+    if flow_time != "uniform":                                                # absent = the bake-off's uniform tau
+        config["flow_time_sampling"] = flow_time
+    path = checkpoint_file(variant, seed, steps, bf16, flow_time)
     schedule = du.DiffusionSchedule(num_timesteps=config["num_timesteps"], schedule=config["schedule"])
     if path.is_file():
         model = UNet(**config["model_kwargs"])
@@ -99,9 +112,11 @@ def run(args) -> None:
         raise SystemExit(f"--steps must be a positive number of training steps, got {args.steps}")
     if args.bf16 and not choose_bf16("cpu")[0]:                               # a float32 run must not be filed as bf16
         raise SystemExit(f"--bf16: {choose_bf16('cpu')[1]}; run it on a CPU with AVX512-BF16 or AMX")
+    if args.flow_time != "uniform" and args.variant != "flow":
+        raise SystemExit("--flow-time is how the flow draws tau: use it with --variant flow")
     data = mnist_tensor()[0]                                                  # (60000, 1, 28, 28) in [-1, 1]
-    model, schedule, payload = trained_model(args.variant, args.seed, data, args.steps, args.bf16)
-    family = "predict" + ("-bf16" if args.bf16 else "") + ("" if args.steps is None else f"-steps{args.steps}")
+    model, schedule, payload = trained_model(args.variant, args.seed, data, args.steps, args.bf16, args.flow_time)
+    family = "-".join(["predict", *probe_tags(args.steps, args.bf16, args.flow_time)])
     sampled_model = sampling_network(model, schedule, args.variant)
     classifier = load_classifier()
     floor = real_data_floor(args.n, classifier, seed=0)
@@ -116,7 +131,8 @@ def run(args) -> None:
         started = time.perf_counter()
         report = evaluate_samples(images, classifier, seed=0)
         result = {"variant": args.variant, "train_seed": args.seed, "sampler": name, "evaluations_per_digit": evaluations,
-                  "clip_x0": True, "checkpoint": checkpoint_file(args.variant, args.seed, args.steps, args.bf16).name,
+                  "clip_x0": True, "checkpoint": checkpoint_file(args.variant, args.seed, args.steps, args.bf16,
+                                                                args.flow_time).name,
                   "steps": payload["steps"], "train_seconds": payload["train_seconds"],
                   "train_hardware": payload["hardware"], "train_precision": payload["precision"],
                   "final_loss": payload["final_loss"], "config": payload["config"],
@@ -156,6 +172,8 @@ def main() -> None:
     p_run.add_argument("--n", type=int, default=HEADLINE_N, help="digits drawn and measured per sampler")
     p_run.add_argument("--steps", type=int, help="train this many steps instead of BAKE_OFF_CONFIG's (a probe, not shipped)")
     p_run.add_argument("--bf16", action="store_true", help="bf16 autocast, only where the CPU computes it natively (a probe)")
+    p_run.add_argument("--flow-time", default="uniform", choices=FLOW_TIME_SAMPLINGS,
+                       help="how the flow's loss draws tau (a probe unless uniform)")
     p_speed = sub.add_parser("speed")
     p_speed.add_argument("--steps", type=int, default=20, help="timed steps per variant (after 2 warm-up steps)")
     args = parser.parse_args()

@@ -98,11 +98,20 @@ def flow_path(x0: torch.Tensor, eps: torch.Tensor, tau: torch.Tensor) -> tuple[t
     return (1 - tau) * x0 + tau * eps, eps - x0                          # both (B, 1, 28, 28)
 
 
-def flow_matching_loss(model: nn.Module, x0: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
+FLOW_TIME_SAMPLINGS = ("uniform", "logit-normal")   # how the flow's loss draws tau (section 6 measures both)
+
+
+def flow_matching_loss(model: nn.Module, x0: torch.Tensor, *, time_sampling: str = "uniform",
+                       generator: torch.Generator | None = None) -> torch.Tensor:
     """Conditional flow matching (Lipman et al. 2023) on the straight path (Liu et al. 2023):
-    tau ~ Uniform(0, 1), || u_theta(x_tau, tau) - (eps - x0) ||^2."""
+    || u_theta(x_tau, tau) - (eps - x0) ||^2 with tau ~ Uniform(0, 1) (both papers), or with
+    time_sampling="logit-normal" tau = sigmoid(n), n ~ N(0, 1) (Esser et al. 2024, Stable Diffusion 3),
+    which draws the middle of the path more often than its ends."""
+    if time_sampling not in FLOW_TIME_SAMPLINGS:
+        raise ValueError(f"time_sampling must be one of {FLOW_TIME_SAMPLINGS}, got {time_sampling!r}")
     gen_device = generator.device if generator is not None else x0.device
-    tau = torch.rand(x0.shape[0], generator=generator, device=gen_device).to(x0.device)   # (B,)
+    draw = torch.rand if time_sampling == "uniform" else lambda *a, **k: torch.sigmoid(torch.randn(*a, **k))
+    tau = draw(x0.shape[0], generator=generator, device=gen_device).to(x0.device)        # (B,) in (0, 1)
     eps = torch.randn(x0.shape, generator=generator, device=gen_device).to(x0.device)     # (B, 1, 28, 28)
     x_tau, velocity = flow_path(x0, eps, tau)
     output = model(x_tau, FLOW_TIME_SCALE * tau)                         # (B, 1, 28, 28)
@@ -114,29 +123,35 @@ class PredictionTrainer(RecipeTrainer):
     """Notebook 3's recipe loop with one piece changed: the loss asks the network for `prediction`
     (eps, x0, v on the DDPM path, or the flow's velocity on the straight path). Everything else
     (batches, lr schedule, clipping, Adam, EMA, bf16) is notebook 3's, so prediction="eps" trains
-    exactly notebook 3's laptop model. min-SNR weights are a DDPM-path idea: the flow refuses them."""
+    exactly notebook 3's laptop model. min-SNR weights are a DDPM-path idea: the flow refuses them;
+    flow_time_sampling (how the flow draws tau) is the flow's alone."""
 
-    def __init__(self, model, schedule, data, *, prediction="eps", **settings):
+    def __init__(self, model, schedule, data, *, prediction="eps", flow_time_sampling="uniform", **settings):
         self.prediction = check_prediction(prediction)
         if prediction == "flow" and settings.get("min_snr_gamma") is not None:
             raise ValueError("min_snr_gamma weights the DDPM path's steps; the flow's loss is plain MSE: set it to None")
+        if flow_time_sampling not in FLOW_TIME_SAMPLINGS or (prediction != "flow" and flow_time_sampling != "uniform"):
+            raise ValueError(f"flow_time_sampling must be one of {FLOW_TIME_SAMPLINGS}, and 'uniform' unless "
+                             f"prediction='flow'; got {flow_time_sampling!r} with prediction={prediction!r}")
+        self.flow_time_sampling = flow_time_sampling
         super().__init__(model, schedule, data, **settings)
 
     def loss(self, x0: torch.Tensor, model_inputs: dict) -> torch.Tensor:
         with torch.autocast(x0.device.type, dtype=torch.bfloat16, enabled=self.bf16):   # bf16: the forward pass only
             if self.prediction == "flow":
-                return flow_matching_loss(self.model, x0, generator=self.generator)
+                return flow_matching_loss(self.model, x0, time_sampling=self.flow_time_sampling, generator=self.generator)
             return prediction_loss(self.model, self.schedule, x0, self.prediction, generator=self.generator,
                                    min_snr_gamma=self.min_snr_gamma)
 
 
 def train_prediction(model, schedule, data, *, prediction="eps", num_steps, batch_size=128, lr=2e-4, grad_clip=1.0,
                      ema_decay=0.9999, seed=0, warmup_steps=0, lr_decay="none", min_snr_gamma=None, bf16=False,
-                     progress=True, resume=None):
+                     flow_time_sampling="uniform", progress=True, resume=None):
     """Notebook 3's `train_recipe` for a network that predicts `prediction` (a PredictionTrainer)."""
-    trainer = PredictionTrainer(model, schedule, data, prediction=prediction, num_steps=num_steps,
-                                batch_size=batch_size, lr=lr, grad_clip=grad_clip, ema_decay=ema_decay, seed=seed,
-                                warmup_steps=warmup_steps, lr_decay=lr_decay, min_snr_gamma=min_snr_gamma, bf16=bf16)
+    trainer = PredictionTrainer(model, schedule, data, prediction=prediction, flow_time_sampling=flow_time_sampling,
+                                num_steps=num_steps, batch_size=batch_size, lr=lr, grad_clip=grad_clip,
+                                ema_decay=ema_decay, seed=seed, warmup_steps=warmup_steps, lr_decay=lr_decay,
+                                min_snr_gamma=min_snr_gamma, bf16=bf16)
     return trainer.run(progress, resume)
 
 

@@ -374,30 +374,32 @@ def bake_off_table(current: str) -> str:
             f"`benchmarks/results/*_predict_<target>_seed<k>_<sampler>.json`, newest {Path(newest['file']).name}.")
 
 
-@readme_table("bake-off-probes", command="python benchmarks/what_to_predict.py run --variant flow --steps N [--bf16]")
+@readme_table("bake-off-probes", command="python benchmarks/what_to_predict.py run --variant flow --steps N [--bf16] "
+                                         "[--flow-time logit-normal]")
 def bake_off_probes_table(current: str) -> str:
     """Notebook 5's probes beyond the bake-off: one target trained for more steps (and in bf16 where
-    the CPU computes it natively), each with its own wall time, s/step and CPU: float32 first, fewest steps first."""
+    the CPU computes it natively, or with another time sampling), each with its own wall time, s/step and
+    CPU: uniform tau and float32 first, then fewest steps first."""
     probes = [r for r in latest_results("predict-").values() if "variant" in r]   # not predict-speed
     if not probes:
-        raise FileNotFoundError("no predict-steps<N>_... or predict-bf16-steps<N>_... result file yet")
+        raise FileNotFoundError("no probe result file (predict-steps<N>_..., predict-bf16-..., predict-logit-normal_...) yet")
     digits = {key: d for key, _, d in QUALITY_COLUMNS}
     rows = []
-    for r in sorted(probes, key=lambda r: (r["variant"], r["train_seed"], r["train_precision"] != "float32", r["steps"],
-                                            r["sampler"])):
+    for r in sorted(probes, key=lambda r: (r["variant"], r["train_seed"], r["config"].get("flow_time_sampling", "uniform")
+                                            != "uniform", r["train_precision"] != "float32", r["steps"], r["sampler"])):
         report = r["report"]
-        rows.append([BAKE_OFF_TARGETS.get(r["variant"], r["variant"]), str(r["train_seed"]), f"{r['steps']:,}",
-                     r["train_precision"], f"{r['train_seconds'] / 60:.1f}", f"{r['train_seconds'] / r['steps']:.2f}",
+        rows.append([BAKE_OFF_TARGETS.get(r["variant"], r["variant"]), str(r["train_seed"]),
+                     r["config"].get("flow_time_sampling", "uniform"), f"{r['steps']:,}", r["train_precision"], f"{r['train_seconds'] / 60:.1f}", f"{r['train_seconds'] / r['steps']:.2f}",
                      r["hardware"]["cpu_capability"], BAKE_OFF_SAMPLER_LABELS.get(r["sampler"], r["sampler"]),
                      _measure(report["fid"], digits["fid"]), _times_floor(report, r["floor"]),
                      _measure(report["precision"], digits["precision"]), _measure(report["recall"], digits["recall"])])
-    header = ["target", "training seed", "steps", "precision", "training minutes (wall)", "s/step", "CPU", "sampler",
+    header = ["target", "training seed", "τ sampling", "steps", "precision", "training minutes (wall)", "s/step", "CPU", "sampler",
               "FID [95 %]", "× floor", "precision [95 %]", "recall [95 %]"]
     first = probes[0]
     return (_markdown_rows(header, rows) +
             f"\n\nn = {first['n']:,} digits per row from the bake-off's x_T, real-data floor FID "
             f"{_measure(first['floor']['fid'], digits['fid'])}; training minutes are each run's wall time. Files: "
-            f"`benchmarks/results/*_predict-[bf16-]steps<N>_<target>_seed<k>_<sampler>.json`.")
+            f"`benchmarks/results/*_predict-<probe>_<target>_seed<k>_<sampler>.json`.")
 
 
 @readme_table("garbage", command="python benchmarks/garbage_check.py")

@@ -17,7 +17,8 @@ import pytest
 import torch
 
 import diffusion_utils as du
-from lessons.prediction import (BAKE_OFF_SAMPLERS, FLOW_TIME_SCALE, PREDICTIONS, AsEps, PredictionTrainer,
+from lessons.prediction import (BAKE_OFF_SAMPLERS, FLOW_TIME_SAMPLINGS, FLOW_TIME_SCALE, PREDICTIONS, AsEps,
+                                PredictionTrainer,
                                 check_prediction, ddpm_target, eps_and_x0_from_output, flow_euler_step, flow_heun_step,
                                 flow_matching_loss, flow_path, flow_sample, min_snr_weight, prediction_loss,
                                 sampling_network, signal_and_noise, train_prediction, variant_config)
@@ -145,6 +146,30 @@ def test_flow_matching_loss_is_the_velocity_mse_with_its_draws():
     oracle = Recorder(lambda x, t: (x.double() - x0) / (t.double() / FLOW_TIME_SCALE).view(-1, 1, 1, 1))
     assert flow_matching_loss(oracle, x0, generator=gen(1)).item() < 1e-9
 
+
+
+def test_logit_normal_time_sampling_draws_sigmoid_of_a_normal_and_nothing_else_changes():
+    x0 = torch.rand(8, 1, 4, 4, generator=gen(0)) * 2 - 1
+    g = gen(1)
+    tau = torch.sigmoid(torch.randn(8, generator=g))                                 # SD3's tau, then eps, in that order
+    eps = torch.randn(x0.shape, generator=g)
+    x_tau, model = (1 - tau.view(-1, 1, 1, 1)) * x0 + tau.view(-1, 1, 1, 1) * eps, Recorder()
+    expected = (some_eps(x_tau, FLOW_TIME_SCALE * tau) - (eps - x0)).pow(2).mean()
+    loss = flow_matching_loss(model, x0, time_sampling="logit-normal", generator=gen(1))
+    torch.testing.assert_close(loss, expected, rtol=1e-6, atol=0)
+    torch.testing.assert_close(model.times[0], FLOW_TIME_SCALE * tau)
+    # the default is the uniform tau of the bake-off, draw for draw
+    torch.testing.assert_close(flow_matching_loss(Recorder(), x0, generator=gen(1)),
+                               flow_matching_loss(Recorder(), x0, time_sampling="uniform", generator=gen(1)), rtol=0, atol=0)
+    # over many draws: the middle of the path more often than uniform, the ends less, symmetric about 1/2
+    many = Recorder(lambda x, t: x)
+    flow_matching_loss(many, torch.zeros(20000, 1, 1, 1), time_sampling="logit-normal", generator=gen(2))
+    tau = many.times[0] / FLOW_TIME_SCALE
+    assert abs(tau.mean().item() - 0.5) < 0.01 and ((tau > 0.25) & (tau < 0.75)).float().mean().item() > 0.65
+    assert tau.min().item() > 0 and tau.max().item() < 1
+    with pytest.raises(ValueError, match="time_sampling must be one of"):
+        flow_matching_loss(Recorder(), x0, time_sampling="lognormal")
+    assert FLOW_TIME_SAMPLINGS == ("uniform", "logit-normal")
 
 def gaussian_velocity(x, t):
     """The exact velocity of N(0, C^2 I) data (module docstring)."""
@@ -291,6 +316,14 @@ def test_every_target_trains_and_the_flow_refuses_min_snr():
     with pytest.raises(ValueError, match="prediction must be one of"):
         train_prediction(UNet(image_size=8, **SMALL_UNET), du.DiffusionSchedule(), DATA, prediction="score",
                          num_steps=1, progress=False)
+    for prediction, sampling in (("eps", "logit-normal"), ("flow", "beta")):       # the flow's alone; known names only
+        with pytest.raises(ValueError, match="flow_time_sampling must be one of"):
+            PredictionTrainer(UNet(image_size=8, **SMALL_UNET), du.DiffusionSchedule(), DATA, prediction=prediction,
+                              flow_time_sampling=sampling, num_steps=1)
+    torch.manual_seed(0)
+    _, losses = train_prediction(UNet(image_size=8, **SMALL_UNET), du.DiffusionSchedule(), DATA, prediction="flow",
+                                 flow_time_sampling="logit-normal", num_steps=2, **RECIPE)
+    assert len(losses) == 2 and losses[0] != first_losses["flow"]                    # the same draws, other tau
 
 
 def test_variant_configs_of_the_notebooks_bake_off_config():

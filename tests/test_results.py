@@ -287,18 +287,21 @@ def test_the_probe_table_lists_longer_runs_with_their_own_speed(tmp_path, monkey
     monkeypatch.setattr(readme_tables, "latest_results", lambda prefix: results.latest_results(prefix, results_dir=tmp_path))
     assert readme_tables.render_region("bake-off-probes").startswith("_(no result file yet: run `python benchmarks/")
     _write(tmp_path, name="predict-speed", n=None, payload={"variants": {}})     # not a probe: no variant
-    for family, steps, precision, seconds, fid in (("predict-bf16-steps3000", 3000, "bf16 autocast", 900.0, 50.0),
-                                                   ("predict-steps1150", 1150, "float32", 920.0, 100.0)):
+    for family, steps, precision, seconds, fid, config in (
+            ("predict-logit-normal", 840, "float32", 500.0, 120.0, {"flow_time_sampling": "logit-normal"}),
+            ("predict-bf16-steps3000", 3000, "bf16 autocast", 900.0, 50.0, {}),
+            ("predict-steps1150", 1150, "float32", 920.0, 100.0, {})):
         _write(tmp_path, name=f"{family}_flow_seed0_flow-heun10", payload={
             "variant": "flow", "train_seed": 0, "sampler": "flow-heun10", "steps": steps, "train_seconds": seconds,
-            "train_precision": precision, "report": _measured(fid), "floor": _measured(6.5)})
+            "config": config, "train_precision": precision, "report": _measured(fid), "floor": _measured(6.5)})
     lines = readme_tables.render_region("bake-off-probes").splitlines()
-    assert len(lines) == 6 and lines[0].startswith("| target | training seed | steps | precision | training minutes (wall) |")
+    assert lines[4].startswith("| flow velocity | 0 | logit-normal | 840 | float32 |")       # other tau sampling last
+    assert len(lines) == 7 and lines[0].startswith("| target | training seed | τ sampling | steps | precision | training minutes")
     cpu = torch.backends.cpu.get_cpu_capability()                                 # _write records this machine's
-    assert lines[2].startswith("| flow velocity | 0 | 1,150 | float32 | 15.3 | 0.80 |")         # float32 first
-    assert lines[3] == (f"| flow velocity | 0 | 3,000 | bf16 autocast | 15.0 | 0.30 | {cpu} | Heun-10 | 50.0 [48.0, 52.0] "
+    assert lines[2].startswith("| flow velocity | 0 | uniform | 1,150 | float32 | 15.3 | 0.80 |")   # float32 first
+    assert lines[3] == (f"| flow velocity | 0 | uniform | 3,000 | bf16 autocast | 15.0 | 0.30 | {cpu} | Heun-10 | 50.0 [48.0, 52.0] "
                         "| 7.7× | 0.800 [0.700, 0.900] | 0.800 [0.700, 0.900] |")
-    assert "real-data floor FID 6.5 [4.5, 8.5]" in lines[5]
+    assert "real-data floor FID 6.5 [4.5, 8.5]" in lines[6]
 
 
 @pytest.mark.parametrize("text, match", [
