@@ -393,7 +393,7 @@ def bake_off_probes_table(current: str) -> str:
                      r["hardware"]["cpu_capability"], BAKE_OFF_SAMPLER_LABELS.get(r["sampler"], r["sampler"]),
                      _measure(report["fid"], digits["fid"]), _times_floor(report, r["floor"]),
                      _measure(report["precision"], digits["precision"]), _measure(report["recall"], digits["recall"])])
-    header = ["target", "training seed", "τ sampling", "steps", "precision", "training minutes (wall)", "s/step", "CPU", "sampler",
+    header = ["target", "training seed", "τ sampling", "steps", "arithmetic", "training minutes (wall)", "s/step", "CPU", "sampler",
               "FID [95 %]", "× floor", "precision [95 %]", "recall [95 %]"]
     first = probes[0]
     return (_markdown_rows(header, rows) +

@@ -296,7 +296,7 @@ def test_the_probe_table_lists_longer_runs_with_their_own_speed(tmp_path, monkey
             "config": config, "train_precision": precision, "report": _measured(fid), "floor": _measured(6.5)})
     lines = readme_tables.render_region("bake-off-probes").splitlines()
     assert lines[4].startswith("| flow velocity | 0 | logit-normal | 840 | float32 |")       # other tau sampling last
-    assert len(lines) == 7 and lines[0].startswith("| target | training seed | τ sampling | steps | precision | training minutes")
+    assert len(lines) == 7 and lines[0].startswith("| target | training seed | τ sampling | steps | arithmetic | training minutes")
     cpu = torch.backends.cpu.get_cpu_capability()                                 # _write records this machine's
     assert lines[2].startswith("| flow velocity | 0 | uniform | 1,150 | float32 | 15.3 | 0.80 |")   # float32 first
     assert lines[3] == (f"| flow velocity | 0 | uniform | 3,000 | bf16 autocast | 15.0 | 0.30 | {cpu} | Heun-10 | 50.0 [48.0, 52.0] "
