@@ -389,12 +389,12 @@ def bake_off_probes_table(current: str) -> str:
                                             != "uniform", r["train_precision"] != "float32", r["steps"], r["sampler"])):
         report = r["report"]
         rows.append([BAKE_OFF_TARGETS.get(r["variant"], r["variant"]), str(r["train_seed"]),
-                     r["config"].get("flow_time_sampling", "uniform"), f"{r['steps']:,}", r["train_precision"], f"{r['train_seconds'] / 60:.1f}", f"{r['train_seconds'] / r['steps']:.2f}",
-                     r["hardware"]["cpu_capability"], BAKE_OFF_SAMPLER_LABELS.get(r["sampler"], r["sampler"]),
+                     r["config"].get("flow_time_sampling", "uniform"), f"{r['steps']:,}", r["train_precision"],
+                     f"{r['train_seconds'] / 60:.1f}", f"{r['train_seconds'] / r['steps']:.2f}", r["hardware"]["cpu_capability"], BAKE_OFF_SAMPLER_LABELS.get(r["sampler"], r["sampler"]),
                      _measure(report["fid"], digits["fid"]), _times_floor(report, r["floor"]),
                      _measure(report["precision"], digits["precision"]), _measure(report["recall"], digits["recall"])])
-    header = ["target", "training seed", "τ sampling", "steps", "arithmetic", "training minutes (wall)", "s/step", "CPU", "sampler",
-              "FID [95 %]", "× floor", "precision [95 %]", "recall [95 %]"]
+    header = ["target", "training seed", "τ sampling", "steps", "arithmetic", "training minutes (wall)", "s/step", "CPU",
+              "sampler", "FID [95 %]", "× floor", "precision [95 %]", "recall [95 %]"]
     first = probes[0]
     return (_markdown_rows(header, rows) +
             f"\n\nn = {first['n']:,} digits per row from the bake-off's x_T, real-data floor FID "
