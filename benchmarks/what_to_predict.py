@@ -110,8 +110,9 @@ def run(args) -> None:
             raise SystemExit(f"sampler {name} does not fit a {args.variant} model")
     if args.steps is not None and args.steps < 1:
         raise SystemExit(f"--steps must be a positive number of training steps, got {args.steps}")
-    if args.bf16 and not choose_bf16("cpu")[0]:                               # a float32 run must not be filed as bf16
-        raise SystemExit(f"--bf16: {choose_bf16('cpu')[1]}; run it on a CPU with AVX512-BF16 or AMX")
+    native_bf16, why = choose_bf16("cpu")
+    if args.bf16 and not native_bf16:                                         # a float32 run must not be filed as bf16
+        raise SystemExit(f"--bf16: {why}; run it on a CPU with AVX512-BF16 or AMX")
     if args.flow_time != "uniform" and args.variant != "flow":
         raise SystemExit("--flow-time is how the flow draws tau: use it with --variant flow")
     data = mnist_tensor()[0]                                                  # (60000, 1, 28, 28) in [-1, 1]

@@ -101,6 +101,11 @@ def flow_path(x0: torch.Tensor, eps: torch.Tensor, tau: torch.Tensor) -> tuple[t
 FLOW_TIME_SAMPLINGS = ("uniform", "logit-normal")   # how the flow's loss draws tau (section 6 measures both)
 
 
+def flow_time_sampling_of(config: dict) -> str:
+    """How a training config draws the flow's tau: its flow_time_sampling, else the default, uniform."""
+    return config.get("flow_time_sampling", "uniform")
+
+
 def flow_matching_loss(model: nn.Module, x0: torch.Tensor, *, time_sampling: str = "uniform",
                        generator: torch.Generator | None = None) -> torch.Tensor:
     """Conditional flow matching (Lipman et al. 2023) on the straight path (Liu et al. 2023):

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from lessons.prediction import PREDICTIONS  # noqa: E402
+from lessons.prediction import PREDICTIONS, flow_time_sampling_of  # noqa: E402
 from notebook_support.environment import CHECKPOINT_DIR, PROJECT_ROOT  # noqa: E402
 from notebook_support.files import atomic_write_bytes, load_torch_file  # noqa: E402
 from notebook_support.results import RESULTS_DIR, cite, latest_result, latest_results, read_result  # noqa: E402
@@ -385,12 +385,13 @@ def bake_off_probes_table(current: str) -> str:
         raise FileNotFoundError("no probe result file (predict-steps<N>_..., predict-bf16-..., predict-logit-normal_...) yet")
     digits = {key: d for key, _, d in QUALITY_COLUMNS}
     rows = []
-    for r in sorted(probes, key=lambda r: (r["variant"], r["train_seed"], r["config"].get("flow_time_sampling", "uniform")
-                                            != "uniform", r["train_precision"] != "float32", r["steps"], r["sampler"])):
+    for r in sorted(probes, key=lambda r: (r["variant"], r["train_seed"], flow_time_sampling_of(r["config"]) != "uniform",
+                                            r["train_precision"] != "float32", r["steps"], r["sampler"])):
         report = r["report"]
         rows.append([BAKE_OFF_TARGETS.get(r["variant"], r["variant"]), str(r["train_seed"]),
-                     r["config"].get("flow_time_sampling", "uniform"), f"{r['steps']:,}", r["train_precision"],
-                     f"{r['train_seconds'] / 60:.1f}", f"{r['train_seconds'] / r['steps']:.2f}", r["hardware"]["cpu_capability"], BAKE_OFF_SAMPLER_LABELS.get(r["sampler"], r["sampler"]),
+                     flow_time_sampling_of(r["config"]), f"{r['steps']:,}", r["train_precision"],
+                     f"{r['train_seconds'] / 60:.1f}", f"{r['train_seconds'] / r['steps']:.2f}", r["hardware"]["cpu_capability"],
+                     BAKE_OFF_SAMPLER_LABELS.get(r["sampler"], r["sampler"]),
                      _measure(report["fid"], digits["fid"]), _times_floor(report, r["floor"]),
                      _measure(report["precision"], digits["precision"]), _measure(report["recall"], digits["recall"])])
     header = ["target", "training seed", "τ sampling", "steps", "arithmetic", "training minutes (wall)", "s/step", "CPU",

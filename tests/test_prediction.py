@@ -18,9 +18,8 @@ import torch
 
 import diffusion_utils as du
 from lessons.prediction import (BAKE_OFF_SAMPLERS, FLOW_TIME_SAMPLINGS, FLOW_TIME_SCALE, PREDICTIONS, AsEps,
-                                PredictionTrainer,
-                                check_prediction, ddpm_target, eps_and_x0_from_output, flow_euler_step, flow_heun_step,
-                                flow_matching_loss, flow_path, flow_sample, min_snr_weight, prediction_loss,
+                                PredictionTrainer, check_prediction, ddpm_target, eps_and_x0_from_output, flow_euler_step,
+                                flow_heun_step, flow_matching_loss, flow_path, flow_sample, min_snr_weight, prediction_loss,
                                 sampling_network, signal_and_noise, train_prediction, variant_config)
 from lessons.unet import UNet, train_recipe
 from notebook_support.checkpoints import validate_config
@@ -147,7 +146,6 @@ def test_flow_matching_loss_is_the_velocity_mse_with_its_draws():
     assert flow_matching_loss(oracle, x0, generator=gen(1)).item() < 1e-9
 
 
-
 def test_logit_normal_time_sampling_draws_sigmoid_of_a_normal_and_nothing_else_changes():
     x0 = torch.rand(8, 1, 4, 4, generator=gen(0)) * 2 - 1
     g = gen(1)
@@ -170,6 +168,7 @@ def test_logit_normal_time_sampling_draws_sigmoid_of_a_normal_and_nothing_else_c
     with pytest.raises(ValueError, match="time_sampling must be one of"):
         flow_matching_loss(Recorder(), x0, time_sampling="lognormal")
     assert FLOW_TIME_SAMPLINGS == ("uniform", "logit-normal")
+
 
 def gaussian_velocity(x, t):
     """The exact velocity of N(0, C^2 I) data (module docstring)."""
