@@ -11,6 +11,7 @@ comes from:
     evaluation    the MNIST classifier; sample quality with intervals beside the real-data floor
     metrics       the feature-space maths: FID, KID, k-NN precision/realism/recall, bootstrap
     results       result files under benchmarks/results/ (write, find the newest, cite)
+    report        a notebook's results cell: show_table("name") shows a table of README.md / RESULTS.md
     sampling      many digits in chunks of 128 on a CPU
     plots         image grids, denoising strips and GIFs
     export        writes the notebooks' `#| export` cells to the `lessons` package

@@ -1,6 +1,7 @@
-"""Result files (notebook_support.results) and the README tables generated from them
-(scripts/readme_tables.py): round trips, atomic writes, refusals, the newest file wins, and the
-drift test that fails when a generated README table no longer says what the files say."""
+"""Result files (notebook_support.results) and the tables of README.md and RESULTS.md generated
+from them (scripts/readme_tables.py): round trips, atomic writes, refusals, the newest file wins,
+and the drift test that fails when a generated table of either file no longer says what the files
+say."""
 
 from __future__ import annotations
 
@@ -200,21 +201,40 @@ def test_committed_results_read_back():
 # ---------------------------------------------------------------------------------------------
 
 README_TEXT = (PROJECT_ROOT / "README.md").read_text(encoding="utf-8")
+RESULTS_TEXT = (PROJECT_ROOT / "RESULTS.md").read_text(encoding="utf-8")      # the lab report
 
 
-def test_readme_tables_match_the_result_files():
-    """The README's generated tables say what the files say now. If this fails, run
+@pytest.mark.parametrize("filename", ["README.md", "RESULTS.md"])
+def test_generated_tables_match_the_result_files(filename):
+    """README.md's and RESULTS.md's generated tables say what the files say now. If this fails, run
     `python scripts/readme_tables.py` (and check the diff), or restore the edited number."""
-    assert {name for name, _, _ in readme_tables.readme_regions(README_TEXT)} >= {"notebooks", "checkpoints", "laptop-trials"}
-    drift = readme_tables.readme_drift(README_TEXT)
-    assert drift == "", "README.md differs from the result files; run python scripts/readme_tables.py\n" + drift
+    text = (PROJECT_ROOT / filename).read_text(encoding="utf-8")
+    assert readme_tables.readme_regions(text), f"{filename} has no generated table"
+    drift = readme_tables.readme_drift(text, label=filename)
+    assert drift == "", f"{filename} differs from the result files; run python scripts/readme_tables.py\n" + drift
+
+
+def test_every_registered_table_is_in_readme_or_the_lab_report_once():
+    """A table registered in scripts/readme_tables.py is shown by exactly one of README.md and
+    RESULTS.md, once (a notebook's show_table shows that very table)."""
+    places = readme_tables.table_locations()
+    assert {"notebooks", "checkpoints", "quality-n2000"} <= {n for n, p in places.items() if p and p[0][0].name == "README.md"}
+    assert {"laptop-trials", "bake-off"} <= {n for n, p in places.items() if p and p[0][0].name == "RESULTS.md"}
+    misplaced = {name: [f"{path.name}:{line}" for path, line in where] for name, where in places.items() if len(where) != 1}
+    assert not misplaced, f"tables shown in no file or more than once (want exactly one place each): {misplaced}"
+
+
+def test_the_lab_report_has_a_heading_per_notebook():
+    notebooks = sorted(path.name for path in PROJECT_ROOT.glob("[0-9]_*.ipynb"))
+    headings = re.findall(r"^## Notebook (\d) · \S", RESULTS_TEXT, flags=re.MULTILINE)
+    assert headings == [name[0] for name in notebooks], (headings, notebooks)
 
 
 def test_a_number_edited_by_hand_is_caught():
     """Change one number inside a generated table: the drift check reports exactly that line and
     rendering restores it. The same change outside the generated regions is prose: no drift."""
-    region = next((s, e) for name, s, e in readme_tables.readme_regions(README_TEXT) if name == "laptop-trials")
-    lines = README_TEXT.splitlines(keepends=True)
+    region = next((s, e) for name, s, e in readme_tables.readme_regions(RESULTS_TEXT) if name == "laptop-trials")
+    lines = RESULTS_TEXT.splitlines(keepends=True)
     row = next(i for i in range(*region) if lines[i].startswith("| lr4e-3 |"))
     assert "| 252.1 |" in lines[row]
     edited = lines.copy()
@@ -222,9 +242,9 @@ def test_a_number_edited_by_hand_is_caught():
     edited_text = "".join(edited)
     drift = readme_tables.readme_drift(edited_text)
     assert "-" + edited[row] in drift and "+" + lines[row] in drift
-    assert readme_tables.render_readme(edited_text) == README_TEXT
-    prose = README_TEXT.replace("\n## Results\n", "\n## Results, measured\n")
-    assert prose != README_TEXT and readme_tables.readme_drift(prose) == ""
+    assert readme_tables.render_readme(edited_text) == RESULTS_TEXT
+    prose = RESULTS_TEXT.replace("\n## The measuring stick\n", "\n## The measuring stick, checked\n")
+    assert prose != RESULTS_TEXT and readme_tables.readme_drift(prose) == ""
 
 
 def test_notebook_table_keeps_its_prose_and_regenerates_the_times():
@@ -316,13 +336,16 @@ def test_broken_markers_are_named(text, match):
 
 
 def test_check_command_exits_non_zero_on_drift(tmp_path, capsys):
-    readme = tmp_path / "README.md"
-    readme.write_text(README_TEXT.replace("| 252.1 |", "| 252.0 |"), encoding="utf-8")
-    assert readme_tables.main(["--check", "--readme", str(readme)]) == 1
-    assert "+| lr4e-3 |" in capsys.readouterr().out
-    assert readme_tables.main(["--readme", str(readme)]) == 0  # rewrites it
-    assert readme.read_text(encoding="utf-8") == README_TEXT
-    assert readme_tables.main(["--check", "--readme", str(readme)]) == 0
+    """--check fails when either file drifts (here the lab report; README.md is checked beside it)."""
+    report, readme = tmp_path / "RESULTS.md", tmp_path / "README.md"
+    report.write_text(RESULTS_TEXT.replace("| 252.1 |", "| 252.0 |"), encoding="utf-8")
+    readme.write_text(README_TEXT, encoding="utf-8")
+    assert readme_tables.main(["--check", "--file", str(readme), "--file", str(report)]) == 1
+    out = capsys.readouterr().out
+    assert "+| lr4e-3 |" in out and "RESULTS.md differs" in out and "README.md differs" not in out
+    assert readme_tables.main(["--file", str(readme), "--file", str(report)]) == 0  # rewrites the report
+    assert report.read_text(encoding="utf-8") == RESULTS_TEXT
+    assert readme_tables.main(["--check", "--file", str(readme), "--file", str(report)]) == 0
 
 
 def test_images_round_trip_through_json(tmp_path):
