@@ -1,19 +1,20 @@
 """Notebook 2's ladder (section 4): five MLPs, each adding one change to the one before, trained
 with the same recipe and budget, sampled with DDPM-1000 and measured beside the real-data floor.
 Run by hand (about ten minutes on a 2-core CPU, too long for a notebook cell); it writes one
-result file, benchmarks/results/<date>_<hardware>_mlp_ladder.json, which the notebook reads.
+result file, benchmarks/results/<date>_<hardware>_mlp_ladder.json, which RESULTS.md's ladder table
+(scripts/readme_tables.py) reads.
 
-    python benchmarks/mlp_ladder.py                          # notebook 2's LADDER_STEPS and LADDER_SAMPLES
+    python benchmarks/mlp_ladder.py                          # STEPS steps and N digits per rung
     python benchmarks/mlp_ladder.py --steps 20 --n 16 --dry-run   # a smoke test: nothing is written
 
 Everything comes from notebook 2: the models (`PlainMLP`, `MLPDenoiser`) and the training loop
 (`train`) from lessons/mlp.py, which is exported from its cells, and the recipe (`CONFIG`: batch
-size, lr, gradient clipping, EMA decay, seed), `LADDER_STEPS`, `LADDER_SAMPLES` and `CLIP_X0` from
-its config cell. Each rung starts from torch.manual_seed(CONFIG["seed"]) and samples from the same
-x_T and z (a generator seeded with 4), so the rungs differ only in the model. The file holds per
-rung the parameter count, the training seconds, the final loss (mean of the last 100 steps), the
-quality report and the first GRID digits (uint8), and for the last rung also the samples of its raw
-weights next to its EMA (section 4 of the notebook compares them).
+size, lr, gradient clipping, EMA decay, seed) and `CLIP_X0` from its config cell. Each rung starts
+from torch.manual_seed(CONFIG["seed"]) and samples from the same x_T and z (a generator seeded
+with 4), so the rungs differ only in the model. The file holds per rung the parameter count, the
+training seconds, the final loss (mean of the last 100 steps), the quality report and the first
+GRID digits (uint8), and for the last rung also the samples of its raw weights next to its EMA
+(RESULTS.md compares them).
 
 A finished rung is saved at once to outputs/mlp_ladder/ (keyed by the settings and the code of
 lessons/mlp.py and diffusion_utils.py); an interrupted run resumes after the last finished rung.
@@ -44,7 +45,9 @@ from notebook_support.results import images_to_json, write_result  # noqa: E402
 NOTEBOOK = PROJECT_ROOT / "2_custom_mlp.ipynb"
 PARTIAL_DIR = OUTPUT_DIR / "mlp_ladder"
 GRID = 16              # digits per rung stored in the result file: the notebook's 4 x 4 grids
-SAMPLE_SEED = 4        # x_T and z of every rung (the notebook's ladder cell used the same)
+SAMPLE_SEED = 4        # x_T and z of every rung
+STEPS = 2000           # training steps per rung (--steps)
+N = 256                # digits drawn and measured per rung (--n)
 LADDER = {  # rung name -> (model class, keyword arguments); each rung adds one change to the one before
     "plain (t/T as a number)": (PlainMLP, {"hidden": 512, "time_embedding": "scalar"}),
     "+ sinusoidal t": (PlainMLP, {"hidden": 512, "time_embedding": "sinusoidal"}),
@@ -99,10 +102,8 @@ def run_rung(name: str, config: dict, steps: int, n: int, clip_x0: bool, data, s
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=notebook_config(NOTEBOOK, "LADDER_STEPS"),
-                        help="training steps per rung (default: notebook 2's LADDER_STEPS)")
-    parser.add_argument("--n", type=int, default=notebook_config(NOTEBOOK, "LADDER_SAMPLES"),
-                        help="digits drawn and measured per rung (default: notebook 2's LADDER_SAMPLES)")
+    parser.add_argument("--steps", type=int, default=STEPS, help=f"training steps per rung (default {STEPS})")
+    parser.add_argument("--n", type=int, default=N, help=f"digits drawn and measured per rung (default {N})")
     parser.add_argument("--results-dir", type=Path, default=None, help="where to write the result file "
                         "(default: benchmarks/results)")
     parser.add_argument("--dry-run", action="store_true", help="print the table but write no result file")
