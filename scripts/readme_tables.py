@@ -489,6 +489,106 @@ def readme_drift(text: str, label: str = "README.md") -> str:
 
 # --- RESULTS.md: notebook 2 ---
 
+
+@readme_table("mlp-n2000", command="python benchmarks/quality.py sample --only mlp-ddpm1000-noclip "
+                                   "(and the other mlp-* runs), then evaluate")
+def mlp_quality_table(current: str) -> str:
+    """Notebook 2's results cell: the MLP rows of the headline table (benchmarks/quality.py, n = 2,000)
+    beside the floor they were measured against."""
+    runs = [(run, label) for run, label in QUALITY_ROWS if run.startswith("mlp")]
+    results = {run: latest_result(f"quality_{run}") for run, _ in runs}
+    first = next(iter(results.values()))
+    header = ["model, sampler", "FID", "× floor", *(label for _, label, _ in QUALITY_COLUMNS[1:]), "classes ≥ 5 %"]
+    rows = [_quality_row(label, results[run]["report"], results[run]["floor"], []) for run, label in runs]
+    rows.append(_quality_row(f"real digits: {first['n']:,} random training digits (the floor)", first["floor"],
+                             None, []))
+    return (_markdown_rows(header, rows) + f"\n\nn = {first['n']:,} digits per row; {first['interval']}. "
+            f"Files: `benchmarks/results/*_quality_mlp-*.json`, newest {Path(first['file']).name}.")
+
+
+_LADDER_COLUMNS = (("fid", "FID", 1), ("kid_x1e3", "KID ×10³", 1), ("precision", "precision", 3),
+                   ("realism", "realism", 3), ("recall", "recall", 3))
+
+
+def _ladder_row(label: list[str], report: dict) -> list[str]:
+    return label + [_measure(report[key], digits) for key, _, digits in _LADDER_COLUMNS]
+
+
+@readme_table("mlp-ladder", command="python benchmarks/mlp_ladder.py")
+def mlp_ladder_table(current: str) -> str:
+    """Notebook 2's ladder: benchmarks/mlp_ladder.py's result file, one row per rung, the last rung's
+    raw weights beside its EMA, and the real-data floor at the same n."""
+    ladder = latest_result("mlp_ladder")
+    rows, previous = [], None
+    for r in ladder["rungs"]:
+        change = f" ({r['final_loss'] / previous - 1:+.0%})" if previous else ""
+        rows.append(_ladder_row([r["name"], f"`{r['model']}`", f"{r['params']:,}", f"{r['train_seconds']:.0f}",
+                                 f"{r['final_loss']:.4f}{change}"], r["report"]))
+        previous = r["final_loss"]
+    last = ladder["rungs"][-1]
+    if "raw_weights" in last:
+        rows.append(_ladder_row([f"{last['name']}, raw weights (not the EMA)", "the same run", "", "", ""],
+                                last["raw_weights"]["report"]))
+    rows.append(_ladder_row(["real digits (the floor)", f"{ladder['n']} random training digits", "", "", ""],
+                            ladder["floor"]))
+    header = ["rung", "model", "params", "train s", "loss (vs the rung before)",
+              *(label for _, label, _ in _LADDER_COLUMNS)]
+    return (_markdown_rows(header, rows) + f"\n\n{ladder['steps']:,} training steps per rung with notebook 2's "
+            f"recipe (batch {ladder['recipe']['batch_size']}, lr {ladder['recipe']['lr']}, EMA decay "
+            f"{ladder['recipe']['ema_decay']} with warm-up, seed {ladder['recipe']['seed']}); loss: mean of the last "
+            f"100 steps; n = {ladder['n']} digits per row ({ladder['sampler']}, clip_x0={ladder['clip_x0']}); "
+            f"{ladder['interval']}. From {cite(ladder)}.")
+
+
+@readme_table("mlp-subspace", command="python benchmarks/mlp_subspace.py && python benchmarks/mlp_ladder.py")
+def mlp_subspace_table(current: str) -> str:
+    """The affine-subspace bound of notebook 2, measured: MLPDenoiser at 512 (benchmarks/mlp_subspace.py)
+    and 1,024 wide (the ladder's last two rungs), each with and without the noise path, at the same
+    steps, n and x_T; then, for the 512-wide one without the path, the samples along Algorithm 2."""
+    sub, ladder = latest_result("mlp_subspace"), latest_result("mlp_ladder")
+    if (sub["steps"], sub["n"], sub["clip_x0"]) != (ladder["steps"], ladder["n"], ladder["clip_x0"]):
+        raise ValueError("mlp_subspace and mlp_ladder were run with different steps, n or clip_x0: re-run one")
+    rungs = {r["name"]: r for r in ladder["rungs"]}
+    rows = []
+    for width, path, r in ((512, "none", sub["models"]["512 wide, no noise path"]),
+                           (512, "g(t) x_t", sub["models"]["512 wide, noise path g(t)x_t"]),
+                           (1024, "none", rungs["+ residual, LayerNorm"]),
+                           (1024, "g(t) x_t", rungs["+ direct noise path g(t)x_t"])):
+        bound = f"{(784 - width) / 784:.3f}" if path == "none" and width < 784 else "–"
+        finite = f"{r['finite_share']:.1%}" if "finite_share" in r else "not recorded"
+        rows.append([f"{width:,}", path, f"{r['final_loss']:.4f}", bound, finite,
+                     *(_measure(r["report"][key], digits) for key, _, digits in _LADDER_COLUMNS if key != "kid_x1e3")])
+    header = ["width", "noise path", "loss", "loss ≥ (the bound)", "finite samples", "FID", "precision", "realism",
+              "recall"]
+    text = _markdown_rows(header, rows)
+    subspace = sub["models"]["512 wide, no noise path"]["subspace"]
+    steps = [["paper t", *(str(row["t"]) for row in subspace["trajectory"])],
+             ["finite samples", *(f"{row['finite_share']:.0%}" for row in subspace["trajectory"])],
+             ["rms outside, measured", *(f"{row['rms_outside']:.3g}" for row in subspace["trajectory"])],
+             ["rms outside, eps_theta = 0 there", *(f"{row['predicted_rms_outside_eps0']:.3g}"
+                                                     for row in subspace["trajectory"])],
+             ["rms inside, measured", *(f"{row['rms_inside']:.3g}" for row in subspace["trajectory"])]]
+    text += ("\n\nThe 512-wide model without the noise path along Algorithm 2 (rms per direction over the samples "
+             f"still finite; outside: the {subspace['blind_directions']} directions its last layer cannot reach):\n\n"
+             + _markdown_rows(steps[0], steps[1:]))
+    return (text + f"\n\nAll at {sub['steps']:,} training steps with notebook 2's recipe, n = {sub['n']} "
+            f"digits each from the same x_T and z ({sub['sampler']}, clip_x0={sub['clip_x0']}); a non-finite "
+            f"sample is measured as NaN -> 0, ±inf -> ±1; {sub['interval']}. From {cite(sub)} (512 wide) and "
+            f"{cite(ladder)} (1,024 wide).")
+
+
+@readme_table("interval-check", command="python benchmarks/interval_check.py --draws 32")
+def interval_check_table(current: str) -> str:
+    """How wide the bootstrap intervals are: benchmarks/interval_check.py's half-widths for real digits,
+    the bootstrap from one set against the spread of independent draws."""
+    result = latest_result("interval_check_n500")
+    rows = [[key, f"{m['mean']:.3f}", f"{m['bootstrap_half_width']:.3f}", f"{m['draws_half_width']:.3f}",
+             f"{m['ratio']:.2f}×"] for key, m in result["measures"].items()]
+    header = ["measure", "mean", "bootstrap half-width", "half-width between draws", "bootstrap / draws"]
+    return (_markdown_rows(header, rows) + f"\n\nReal training digits, n = {result['n']} per set, "
+            f"{result['draws']} independent draws; {result['interval']}. From {cite(result)}.")
+
+
 # --- RESULTS.md: notebook 3 ---
 
 # --- RESULTS.md: notebook 4 ---
