@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dis
 import functools
 import hashlib
 import inspect
@@ -263,18 +264,48 @@ def validate_config(config: dict, model_class: type, train_fn, *, image_shape: t
 
 
 def _normalize_source(source: str) -> str:
-    """Source without comments, blank lines, trailing spaces or common indentation."""
+    """The code of `source` as a token stream, one logical line per line, indented by block depth:
+    comments, blank lines, line wrapping, backslash continuations, the spaces between tokens and
+    the docstrings of functions and classes leave it unchanged; any other edit changes it. The same
+    on Python 3.10 to 3.13: an f-string (one STRING token before 3.12, FSTRING_START ... FSTRING_END
+    from 3.12 on) enters as its source text."""
     source = textwrap.dedent(source)
-    cut = {}
+    starts = [0]
+    for line in source.splitlines(keepends=True):
+        starts.append(starts[-1] + len(line))
+    fstring_start, fstring_end = getattr(tokenize, "FSTRING_START", -1), getattr(tokenize, "FSTRING_END", -1)
+    lines, words, depth, nested, opened = [], [], 0, 0, None
+    header = docstring_allowed = False       # the last logical line opened a def/class body; an INDENT followed
     try:
         for token in tokenize.generate_tokens(io.StringIO(source).readline):
-            if token.type == tokenize.COMMENT:
-                cut[token.start[0]] = token.start[1]
-    except (tokenize.TokenError, IndentationError, SyntaxError):
-        pass
-    lines = (line[:cut.get(number, len(line))].rstrip()
-             for number, line in enumerate(source.splitlines(), start=1))
-    return "\n".join(line for line in lines if line.strip())
+            kind = token.type
+            if kind == fstring_start:
+                nested, opened = nested + 1, opened if nested else token.start
+            elif kind == fstring_end:
+                nested -= 1
+                if not nested:                 # the whole f-string, as written
+                    words.append(("f", source[starts[opened[0] - 1] + opened[1]:starts[token.end[0] - 1] + token.end[1]]))
+            elif nested or kind in (tokenize.COMMENT, tokenize.NL, tokenize.ENDMARKER):
+                continue
+            elif kind == tokenize.INDENT:
+                depth, docstring_allowed = depth + 1, header
+            elif kind == tokenize.DEDENT:
+                depth, header, docstring_allowed = depth - 1, False, False
+            elif kind == tokenize.NEWLINE:
+                first = [w for _, w in words[:2]]
+                is_docstring = docstring_allowed and all(k == "s" for k, _ in words)
+                if not is_docstring:
+                    lines.append("  " * depth + " ".join(w for _, w in words))
+                header = (first[:1] in (["def"], ["class"]) or first == ["async", "def"]) and words[-1][1] == ":"
+                words, docstring_allowed = [], False
+            elif kind == tokenize.STRING:      # before 3.12 an f-string is a STRING too: not a docstring
+                prefix = token.string[:token.string.index(token.string[-1])].lower()
+                words.append(("f" if "f" in prefix else "s", token.string))
+            else:
+                words.append(("o", token.string))
+    except (tokenize.TokenError, IndentationError, SyntaxError):   # not complete code (a lambda's line): as text
+        return "\n".join(line.rstrip() for line in source.splitlines() if line.strip())
+    return "\n".join(lines)
 
 
 def _is_project_file(file) -> bool:
@@ -322,10 +353,79 @@ def _called(function) -> list:
     return found
 
 
+# Module-level values that enter the key when a keyed function reads them: plain values, and tuples,
+# frozensets, lists and dicts of plain values (a table of numbers read by the code changes what it
+# does as a scalar does; its value when the key is taken counts). Anything else (a tensor, a device,
+# a model) is state, not a constant, and stays out.
+PLAIN_TYPES = (int, float, complex, str, bytes, bool, type(None))
+
+
+def constant_text(value, _depth: int = 0) -> str | None:
+    """A text that equals another's exactly when two plain values are equal (None for any other
+    value): repr for scalars (exact types: numpy's float64 is not plain), containers element by
+    element, frozensets and dicts sorted, so it is the same in every process and Python version."""
+    if type(value) in PLAIN_TYPES:
+        return repr(value)
+    if _depth > 8 or type(value) not in (tuple, frozenset, list, dict):
+        return None
+    if type(value) is dict:
+        items = [(constant_text(k, _depth + 1), constant_text(v, _depth + 1)) for k, v in value.items()]
+        return None if any(None in item for item in items) else "{" + ", ".join(f"{k}: {v}" for k, v in sorted(items)) + "}"
+    texts = [constant_text(v, _depth + 1) for v in value]
+    if None in texts:
+        return None
+    if type(value) is frozenset:
+        return "frozenset({" + ", ".join(sorted(texts)) + "})"
+    return ("(" + ", ".join(texts) + ("," if len(texts) == 1 else "") + ")") if type(value) is tuple \
+        else "[" + ", ".join(texts) + "]"
+
+
+def _read_names(code: types.CodeType) -> tuple[set[str], set[str]]:
+    """(the global names `code` loads, the attribute names it loads), nested functions included."""
+    globals_, attributes = set(), set()
+    for instruction in dis.get_instructions(code):
+        if instruction.opname in ("LOAD_GLOBAL", "LOAD_NAME"):
+            globals_.add(instruction.argval)
+        elif instruction.opname in ("LOAD_ATTR", "LOAD_METHOD", "LOAD_SUPER_ATTR"):
+            attributes.add(instruction.argval)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            more = _read_names(const)
+            globals_, attributes = globals_ | more[0], attributes | more[1]
+    return globals_, attributes
+
+
+def _constants_read(function) -> dict:
+    """{name: constant_text} of the module-level plain values `function` reads: globals it loads,
+    and attributes it loads of project modules it uses (`du.SOME_LIMIT`)."""
+    names, attributes = _read_names(function.__code__)
+    globals_, found = function.__globals__, {}
+    for name in names - {n for n in names if n.startswith("__")}:   # not __name__, __file__: they name the module
+        text = constant_text(globals_.get(name)) if name in globals_ else None
+        if text is not None:
+            found[name] = text
+        elif isinstance(globals_.get(name), types.ModuleType) and \
+                _is_project_file(getattr(globals_[name], "__file__", None)):
+            for attribute in attributes:
+                text = constant_text(getattr(globals_[name], attribute, None)) \
+                    if hasattr(globals_[name], attribute) else None
+                if text is not None:
+                    found[attribute] = text
+    return found
+
+
+def _constant_part(texts: set[str]) -> str:
+    """A constant's entry in a fingerprint: "= <its value>" ("= sha256:..." for a long value); two
+    different constants of one name in different modules enter together."""
+    text = " | ".join(sorted(texts))
+    return "= " + (text if len(text) <= 80 else "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:12])
+
+
 def _code_parts(roots: list) -> dict:
     """{qualified name: digest of its source} for every project class method and function
-    reachable from `roots` (classes and functions), following calls by name and base classes."""
-    parts, todo, seen = {}, list(roots), set()
+    reachable from `roots` (classes and functions), following calls by name and base classes,
+    and {name: "= value"} for every module-level plain value those functions read."""
+    parts, todo, seen, constants = {}, list(roots), set(), {}
     while todo:
         obj = todo.pop()
         if obj in seen or not _is_project_code(obj):
@@ -341,13 +441,16 @@ def _code_parts(roots: list) -> dict:
         for name, function in functions.items():
             parts[name] = _function_digest(function)
             todo += _called(function)
-    return parts
+            for constant, text in _constants_read(function).items():
+                constants.setdefault(constant, set()).add(text)
+    return {**{name: _constant_part(texts) for name, texts in constants.items()}, **parts}
 
 
 def architecture_fingerprint(model: nn.Module) -> dict:
-    """What the weights mean: parameter names and shapes, and the source (comments and blank
-    lines ignored) of every project-defined class in the model and of every project function
-    those classes call by name, e.g. {"parameters": ..., "ResBlock.forward": ...}.
+    """What the weights mean: parameter names and shapes, the code (see _normalize_source: comments,
+    docstrings and line wrapping ignored) of every project-defined class in the model and of every
+    project function those classes call by name, and the module-level plain values they read, e.g.
+    {"parameters": ..., "ResBlock.forward": ..., "SOME_CONSTANT": "= 1000.0"}.
 
     Editing a class in a notebook cell changes its entry, so weights trained for the old code
     are never loaded into the new one silently.
@@ -397,9 +500,10 @@ def value_fingerprint(value):
 
 def training_fingerprint(train_fn) -> tuple[dict, dict]:
     """What the training function contributes to the weights, as (training code, bound arguments):
-    the source (comments and blank lines ignored) of the training function and of every project
-    function and class it calls (every method of a class and of its base classes), e.g.
-    {"parts": {"train": ..., "Trainer.train_step": ..., "EMA.update": ..., "diffusion_loss": ...}},
+    the code (comments, docstrings and line wrapping ignored) of the training function and of every
+    project function and class it calls (every method of a class and of its base classes), and the
+    module-level plain values they read, e.g. {"parts": {"train": ..., "Trainer.train_step": ...,
+    "EMA.update": ..., "diffusion_loss": ..., "FLOW_TIME_SCALE": "= 1000.0"}},
     and a fingerprint of every argument bound with functools.partial,
     e.g. {"labels": {"tensor": [60000], "dtype": "torch.int64", "sha256": ...}}."""
     function, args, kwargs = unwrap_training_function(train_fn)
@@ -413,7 +517,9 @@ def architecture_changes(stored: dict | None, current: dict, what: str = "archit
     if not stored or "parts" not in stored:
         return [f"the checkpoint records no {what} fingerprint"]
     old, new = stored["parts"], current["parts"]
-    changes = [f"{name} changed" for name in sorted(set(old) & set(new)) if old[name] != new[name]]
+    changes = [(f"{name} changed from {old[name][2:]} to {new[name][2:]}" if "=" == old[name][0] == new[name][0]
+                and "sha256:" not in old[name] + new[name] else f"{name} changed")
+               for name in sorted(set(old) & set(new)) if old[name] != new[name]]
     changes += [f"{name} is new" for name in sorted(set(new) - set(old))]
     changes += [f"{name} is gone" for name in sorted(set(old) - set(new))]
     return [c.replace("parameters changed", "parameter names or shapes changed") for c in changes]

@@ -16,12 +16,18 @@ Tiny models (a 4x4-pixel MLP, an 8x8 U-Net, T = 20); the shipped checkpoints are
 
 from __future__ import annotations
 
+import ast
+import dis
 import functools
 import importlib.util
+import json
 import re
+import shutil
 import subprocess
 import sys
 import time
+import types
+from pathlib import Path
 
 import pytest
 import torch
@@ -486,3 +492,184 @@ def test_restamping_keeps_the_weights_and_every_other_entry(tmp_path):
     again = subprocess.run([sys.executable, str(PROJECT_ROOT / "scripts" / "restamp_checkpoints.py"), "--folder",
                             str(tmp_path), "--check"], capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "unet_laptop.pt: up to date" in again.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# The key reads code as tokens and covers the module-level values the code reads
+# ---------------------------------------------------------------------------------------------
+
+SCALED_MODULE = '''
+import torch
+from lessons.mlp import MLPDenoiser
+
+SCALE = 1.0
+
+
+class ScaledMLP(MLPDenoiser):
+    """An MLP whose output is multiplied by SCALE."""
+
+    def forward(self, x, t):
+        out = super().forward(x, t)   # (B, 1, 4, 4)
+        return out * SCALE + torch.zeros_like(out)
+'''
+SCALED_VARIANTS = {   # name -> (text substitutions, whether the key must stay the same)
+    "re-wrapped": ([("        return out * SCALE + torch.zeros_like(out)\n",
+                     "        return out * SCALE + \\\n            torch.zeros_like(\n                out )\n"),
+                    ("    def forward(self, x, t):", "    def forward(self,\n                x,   t):")], True),
+    "new docstring": ([('    """An MLP whose output is multiplied by SCALE."""',
+                        '    """Another text,\n    on two lines."""\n'),
+                       ("    def forward(self, x, t):\n", "    def forward(self, x, t):\n        'the forward pass'\n")],
+                      True),
+    "another constant": ([("SCALE = 1.0", "SCALE = 0.5")], False),
+    "another operator": ([("out * SCALE +", "out / SCALE +")], False),
+    "another string quote": ([("out * SCALE", "out * SCALE * len('a')")], False),
+}
+
+
+def _scaled_module(tmp_path, monkeypatch, name: str, changes=()):
+    """SCALED_MODULE with `changes` applied, imported as the project module `name`."""
+    monkeypatch.setattr(checkpoints, "PROJECT_ROOT", tmp_path)
+    text = SCALED_MODULE
+    for old, new in changes:
+        assert text.count(old) == 1, old
+        text = text.replace(old, new)
+    (tmp_path / f"{name}.py").write_text(text, encoding="utf-8")
+    spec = importlib.util.spec_from_file_location(name, tmp_path / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, name, module)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("variant", sorted(SCALED_VARIANTS))
+def test_wrapping_and_docstrings_keep_the_key_and_code_and_constants_change_it(variant, tmp_path, monkeypatch):
+    original = _scaled_module(tmp_path, monkeypatch, "scaled_original").ScaledMLP
+    changes, same = SCALED_VARIANTS[variant]
+    edited = _scaled_module(tmp_path, monkeypatch, "scaled_" + variant.replace(" ", "_").replace("-", "_"),
+                            changes).ScaledMLP
+    before = checkpoints.architecture_fingerprint(original(**TINY_KWARGS))
+    after = checkpoints.architecture_fingerprint(edited(**TINY_KWARGS))
+    assert before["parts"]["SCALE"] == "= 1.0"
+    if same:
+        assert after == before
+    elif variant == "another constant":
+        assert checkpoints.architecture_changes(before, after) == ["SCALE changed from 1.0 to 0.5"]
+    else:
+        assert checkpoints.architecture_changes(before, after) == ["ScaledMLP.forward changed"]
+
+
+def test_a_changed_constant_retrains_and_the_reason_names_it(tmp_path, monkeypatch, capsys):
+    one = _scaled_module(tmp_path, monkeypatch, "scaled_one").ScaledMLP
+    half = _scaled_module(tmp_path, monkeypatch, "scaled_half", [("SCALE = 1.0", "SCALE = 0.5")]).ScaledMLP
+    shipped = tmp_path / "scaled.pt"
+    training.train_from_config(tiny_config(), one, train, tiny_data(), shipped, device="cpu", progress=False)
+    run(tiny_config(), one, train, tiny_data(), shipped, tmp_path / "cache")
+    assert capsys.readouterr().out.startswith("loaded scaled.pt")
+    run(tiny_config(), half, train, tiny_data(), shipped, tmp_path / "cache")
+    out = capsys.readouterr().out
+    assert f"training because {shipped} does not fit: model code: SCALE changed from 1.0 to 0.5. 40 steps at " in out, out
+
+
+def test_notebook_5s_flow_time_scale_is_in_the_flows_training_key(monkeypatch):
+    import lessons.prediction as prediction
+
+    before = checkpoints.training_fingerprint(train_prediction)[0]
+    assert before["parts"]["FLOW_TIME_SCALE"] == "= 1000.0"
+    monkeypatch.setattr(prediction, "FLOW_TIME_SCALE", 500)
+    after = checkpoints.training_fingerprint(train_prediction)[0]
+    assert checkpoints.architecture_changes(before, after) == ["FLOW_TIME_SCALE changed from 1000.0 to 500"]
+
+
+def test_only_plain_values_enter_and_their_text_is_canonical():
+    import numpy as np
+
+    assert checkpoints.constant_text(1000.0) == "1000.0" and checkpoints.constant_text(None) == "None"
+    assert checkpoints.constant_text(("eps", 2)) == "('eps', 2)" and checkpoints.constant_text((1,)) == "(1,)"
+    assert checkpoints.constant_text(frozenset({"b", "a", "c"})) == "frozenset({'a', 'b', 'c'})"
+    assert checkpoints.constant_text({"b": [1, 2.5], "a": None}) == "{'a': None, 'b': [1, 2.5]}"
+    for value in (np.float64(1.0), torch.tensor(1.0), torch.device("cpu"), [torch.zeros(1)], {"f": train}, int):
+        assert checkpoints.constant_text(value) is None
+
+
+def _other_pythons() -> list[str]:
+    """Interpreters of Python 3.10 to 3.13 other than this one, where installed (python3.X on the
+    PATH, or pyenv's)."""
+    found = []
+    for minor in range(10, 14):
+        if minor == sys.version_info.minor:
+            continue
+        candidates = sorted(str(p) for p in (Path.home() / ".pyenv" / "versions").glob(f"3.{minor}.*/bin/python"))
+        candidates += [shutil.which(f"python3.{minor}")]
+        found += [c for c in candidates if c and subprocess.run([c, "-c", "pass"], capture_output=True).returncode == 0][:1]
+    return found
+
+
+NORMALIZE_SCRIPT = '''
+import ast, hashlib, io, json, sys, textwrap, tokenize
+source = open(sys.argv[1], encoding="utf-8").read()
+tree = ast.parse(source)
+function = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "_normalize_source")
+exec(compile(ast.Module(body=[function], type_ignores=[]), "normalize", "exec"))
+digests = {}
+for path in sys.argv[2:]:
+    text = open(path, encoding="utf-8").read()
+    lines = text.splitlines(keepends=True)
+    digests[path] = _normalize_source(text)
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            start = min([node.lineno] + [d.lineno for d in node.decorator_list])
+            digests[f"{path}:{start}"] = _normalize_source("".join(lines[start - 1:node.end_lineno]))
+print(json.dumps({k: hashlib.sha256(v.encode()).hexdigest() for k, v in digests.items()}))
+'''
+
+
+def test_the_code_key_is_the_same_on_python_3_10_to_3_13():
+    """_normalize_source on every project file and on each function and class in them (f-strings
+    nested, triple-quoted, with format specs: 3.12 tokenizes them differently) gives the same
+    text on every installed Python 3.10 to 3.13 as here."""
+    others = _other_pythons()
+    if not others:
+        pytest.skip("no other Python 3.10 to 3.13 is installed")
+    files = sorted(str(p) for pattern in ("lessons/*.py", "notebook_support/*.py", "benchmarks/*.py", "scripts/*.py",
+                                          "diffusion_utils.py") for p in PROJECT_ROOT.glob(pattern))
+    command = [str(PROJECT_ROOT / "notebook_support" / "checkpoints.py"), *files]
+    digests = {}
+    for python in [sys.executable, *others]:
+        result = subprocess.run([python, "-c", NORMALIZE_SCRIPT, *command], capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        digests[python] = json.loads(result.stdout)
+    mine = digests.pop(sys.executable)
+    assert len(mine) > 100
+    for python, theirs in digests.items():
+        assert theirs == mine, (python, [k for k in mine if theirs.get(k) != mine[k]][:5])
+
+
+def _global_loads(code) -> set:
+    names = {i.argval for i in dis.get_instructions(code) if i.opname in ("LOAD_GLOBAL", "LOAD_NAME")}
+    return names.union(*(_global_loads(c) for c in code.co_consts if isinstance(c, types.CodeType)))
+
+
+@pytest.mark.parametrize("notebook", ["2_custom_mlp.ipynb", "3_unet.ipynb", "4_guidance.ipynb",
+                                      "5_what_to_predict.ipynb"])
+def test_exported_code_reads_no_value_set_outside_the_export_cells(notebook):
+    """A class or function of a notebook's export cells reads the notebook's globals, and the key
+    holds the plain values it reads: a value set in another cell (a QUICK-dependent size, a
+    config) would make the key differ between quick and full mode, or between the notebook and
+    lessons/, and the shipped checkpoint would not load. So none is read."""
+    cells = [c for c in json.loads((PROJECT_ROOT / notebook).read_text(encoding="utf-8"))["cells"]
+             if c["cell_type"] == "code"]
+    exported, elsewhere = set(), set()
+    for cell in cells:
+        source = "\n".join(line for line in "".join(cell["source"]).splitlines()
+                           if not line.lstrip().startswith(("%", "!")))
+        tree = ast.parse(source)
+        if source.startswith("#| export"):
+            for node in tree.body:
+                if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+                    exported |= _global_loads(compile(ast.Module(body=[node], type_ignores=[]), notebook, "exec"))
+        else:
+            elsewhere |= {n.id for node in tree.body if isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign))
+                          for target in getattr(node, "targets", [getattr(node, "target", None)])
+                          for n in ast.walk(target) if isinstance(n, ast.Name)}
+    assert exported, notebook
+    assert exported & elsewhere == set()
