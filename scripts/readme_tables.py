@@ -591,6 +591,105 @@ def interval_check_table(current: str) -> str:
 
 # --- RESULTS.md: notebook 3 ---
 
+# label -> {NFE: sampler of benchmarks/samplers.py's run}; Heun at the most steps within the NFE (2N - 1)
+SAMPLER_RUNS = {"DDIM": {5: "ddim5", 10: "ddim10", 20: "ddim20", 50: "ddim50"},
+                "Heun": {5: "heun3", 9: "heun5", 19: "heun10", 49: "heun25"},
+                "DPM-Solver++(2M)": {5: "dpmpp2m5", 10: "dpmpp2m10", 20: "dpmpp2m20", 50: "dpmpp2m50"}}
+
+
+def sampler_verdicts() -> dict[str, tuple[str, int]]:
+    """At the headline n, among the sampler runs measured there (README's quality-n2000 rows): the
+    fewest evaluations whose FID lies within DDIM-50's interval or below it, and the fewest whose
+    interval overlaps DDIM-50's or lies below it (a tie or better): {rule: (sampler, NFE)}."""
+    measured = {(label, nfe): latest_result(f"quality_unet-{run}-clip") for label, runs in SAMPLER_RUNS.items()
+                for nfe, run in runs.items() if any(RESULTS_DIR.glob(f"*_quality_unet-{run}-clip.json"))}
+    ddim50 = measured["DDIM", 50]["report"]["fid"]
+    rules = {"its FID within DDIM-50's interval or below": lambda fid: fid["value"] <= ddim50["high"],
+             "its interval overlapping DDIM-50's or below (a tie or better)": lambda fid: fid["low"] <= ddim50["high"]}
+    return {rule: min(((label, nfe) for (label, nfe), r in measured.items() if passes(r["report"]["fid"])),
+                      key=lambda key: key[1]) for rule, passes in rules.items()}
+
+
+@readme_table("samplers-n500", command="python benchmarks/samplers.py quality --n 500")
+def samplers_table(current: str) -> str:
+    """Notebook 3, section 6: every sampler at 5 to 50 network evaluations (benchmarks/samplers.py, n = 500,
+    x0 clipped, every run from the same x_T as DDIM-50), beside the floor; then the verdicts at n = 2,000."""
+    results = {(label, nfe, run): latest_result(f"quality_unet-{run}-clip_n500")
+               for label, runs in SAMPLER_RUNS.items() for nfe, run in runs.items()}
+    first = results["DDIM", 50, "ddim50"]
+    if any(r["n"] != first["n"] or r["seed"] != first["seed"] or r["floor"]["fid"] != first["floor"]["fid"]
+           for r in results.values()):
+        raise ValueError("the sampler result files were measured at different n, seeds or floors: re-run "
+                         "`python benchmarks/samplers.py quality --n 500`")
+    header = ["sampler", "NFE", *(label for _, label, _ in QUALITY_COLUMNS), "classes ≥ 5 %", "digits/s"]
+    rows = []
+    for (label, nfe, run), r in results.items():
+        cells = _quality_row(f"{label} ({run})", r["report"], None, [f"{r['digits_per_second']:.1f}"])
+        del cells[2]                                          # "x floor" is quoted at the headline n only
+        rows.append([cells[0], str(nfe), *cells[1:]])
+    floor = _quality_row(f"real digits: {first['n']} random training digits (the floor)", first["floor"], None, ["–"])
+    del floor[2]
+    rows.append([floor[0], "–", *floor[1:]])
+    verdicts = "; ".join(f"with {rule}: {label}, NFE {nfe}" for rule, (label, nfe) in sampler_verdicts().items())
+    return (_markdown_rows(header, rows) + f"\n\nn = {first['n']} digits per row, seed {first['seed']}, x̂₀ clipped; "
+            f"{first['interval']}. Files: `benchmarks/results/*_quality_unet-<sampler>-clip_n{first['n']}.json`, "
+            f"newest {Path(first['file']).name}. At n = 2,000 (the runs of README's headline table), the fewest "
+            f"evaluations {verdicts}.")
+
+
+CLIP_PAIRS = (("laptop U-Net (notebook 3), DDIM-50", "laptop-ddim50-clip", "laptop-ddim50-noclip"),
+              ("U-Net (notebook 3), DDIM-50", "unet-ddim50-clip_n512", "unet-ddim50-noclip_n512"),
+              ("MLP (notebook 2), DDPM-1000", "mlp-ddpm1000-clip", "mlp-ddpm1000-noclip"))
+
+
+@readme_table("x0-clipping", command="python benchmarks/quality.py sample && python benchmarks/quality.py evaluate")
+def clipping_table(current: str) -> str:
+    """Each model sampled from the same x_T with and without clipping the predicted x0 to [-1, 1]
+    (benchmarks/quality.py): the FIDs side by side and compare_fid's verdict."""
+    from notebook_support.evaluation import compare_fid
+
+    header = ["model, sampler", "n", "FID, x̂₀ clipped", "FID, not clipped", "clipped is", "recall, clipped",
+              "recall, not clipped"]
+    rows = []
+    for label, clipped, unclipped in CLIP_PAIRS:
+        on, off = (latest_result(f"quality_{run}")["report"] for run in (clipped, unclipped))
+        rows.append([label, f"{on['n']:,}", _measure(on["fid"], 1), _measure(off["fid"], 1),
+                     f"{compare_fid(on, off)} not clipped", _measure(on["recall"], 3), _measure(off["recall"], 3)])
+    return (_markdown_rows(header, rows) + "\n\nEach pair from the same x_T, measured against the same floor; "
+            "a difference inside the intervals is a tie. Files: `benchmarks/results/*_quality_<run>.json`.")
+
+
+def _log_lines(name: str, keep: Callable[[str], bool]) -> list[str]:
+    lines = (RESULTS_DIR / name).read_text(encoding="utf-8").splitlines()
+    return [line.strip() for line in lines if keep(line)]
+
+
+@readme_table("cpu-speed-logs", command="python benchmarks/laptop_recipe.py speed (the chunk timings: an "
+                                        "earlier version of benchmarks/diffusers_compare.py)")
+def cpu_speed_logs_table(current: str) -> str:
+    """Notebook 3's speed logs of 2026-11-29 (before result files): training seconds per step of
+    candidate U-Nets in fp32 and bf16, U-Net forward passes per batch size, and sampling in one
+    batch against chunks of 128."""
+    speed, compare = "2026-11-29_cpu_laptop_recipe_speed.txt", "2026-11-29_cpu_diffusers_compare.txt"
+    training = [re.fullmatch(r"(.+?)\s{2,}([\d,]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)x", line)
+                for line in _log_lines(speed, lambda line: line.rstrip().endswith("x"))]
+    forward = [re.fullmatch(r"(shipped .+?)\s+batch\s+(\d+): no_grad\s+(\d+), inference_mode\s+(\d+), bf16\s+(\d+)",
+                            line) for line in _log_lines(speed, lambda line: line.startswith("shipped") and "batch" in line)]
+    chunks = [re.fullmatch(r"(.+?)\s{2,}DDPM-1000\s+([\d.]+) img/s, DDIM-50\s+([\d.]+) img/s", line)
+              for line in _log_lines(compare, lambda line: "DDPM-1000" in line and "img/s" in line)]
+    if not all(training + forward + chunks) or not (training and forward and chunks):
+        raise ValueError(f"benchmarks/results/{speed} or {compare} is not in the format this table reads")
+    parts = [_markdown_rows(["U-Net (base × mults, ResBlocks, attention)", "params", "fp32 s/step", "bf16 s/step",
+                             "bf16 gain"], [[f"`{m[1]}`", m[2], m[3], m[4], f"{m[5]}×"] for m in training]),
+             _markdown_rows(["shipped U-Net forward pass, batch", "no_grad img/s", "inference_mode img/s",
+                             "bf16 img/s"], [[m[2], m[3], m[4], m[5]] for m in forward]),
+             _markdown_rows(["shipped U-Net, 256 digits", "DDPM-1000 img/s", "DDIM-50 img/s"],
+                            [[m[1], m[2], m[3]] for m in chunks])]
+    return "\n\n".join(parts) + (f"\n\nTraining at batch 128. Each figure is one run on a shared 2-core CPU whose bf16 "
+                                 f"was native (faster than fp32). Files: `benchmarks/results/{speed}`, "
+                                 f"`benchmarks/results/{compare}`.")
+
+
 # --- RESULTS.md: notebook 4 ---
 
 # --- RESULTS.md: notebook 5 ---
