@@ -13,6 +13,12 @@ these, else trains now with `train`, saving its state every two minutes (an inte
 at most that) and bit-exactly resumable, and caches the result in
 checkpoints/cache/<model>_<tag>.pt. A config's `bf16` means bfloat16 autocast where the device
 computes it natively, else float32 (emulated bf16 is slower than float32): `choose_bf16`.
+
+Two guards for a reader's edit that would train: a run estimated above `max_train_minutes`
+(default 20) stops before its first step with `TrainingTooLong`, saying the estimate and the two
+ways on; and in quick mode (DDPM_QUICK=1) it trains a stand-in of QUICK_TRAIN_STEPS steps instead
+(the same training function, the config's num_steps replaced), cached apart from any full run, whose
+payload says `quick_stand_in: True`.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import copy
 import hashlib
 import inspect
 import json
+import math
 import platform
 import tempfile
 import time
@@ -35,7 +42,7 @@ import diffusion_utils as du
 from .checkpoints import (architecture_fingerprint, checkpoint_mismatch, config_tag, load_weights, normalize_config,
                           save_checkpoint, training_fingerprint, unwrap_training_function, validate_config,
                           value_fingerprint)
-from .environment import CACHE_DIR, PROJECT_ROOT, get_device
+from .environment import CACHE_DIR, PROJECT_ROOT, get_device, is_quick_mode
 from .files import CorruptFileError, atomic_torch_save, check_writable, load_torch_file
 
 
@@ -205,13 +212,15 @@ def _save_somewhere(path: Path, model: nn.Module, config: dict, architecture: di
 
 def train_from_config(config: dict, model_class: type, train_fn: Callable, data: torch.Tensor,
                       path: str | Path, *, device: torch.device | str | None = None, progress: bool = True,
-                      save_every_s: float = 120.0, hardware: str | None = None) -> tuple[nn.Module, dict]:
+                      save_every_s: float = 120.0, hardware: str | None = None,
+                      record: dict | None = None) -> tuple[nn.Module, dict]:
     """Train the model `config` describes with `train_fn` on `device` (default: the best one) and
     save its EMA weights, config, architecture, training code, bound arguments, data fingerprint,
     precision, steps, final loss (mean of the last 500 steps), a loss curve (means of 50 steps),
-    time and hardware to `path`. Resumable from a hidden file beside `path`. A config's bf16 is
-    used only where native (choose_bf16); one line says which precision and why. Returns (EMA
-    model in eval mode, checkpoint payload)."""
+    time and hardware to `path`, and the plain values of `record` (e.g. a quick stand-in's marks).
+    Resumable from a hidden file beside `path`. A config's bf16 is used only where native
+    (choose_bf16); one line says which precision and why. Returns (EMA model in eval mode,
+    checkpoint payload)."""
     device = torch.device(device) if device is not None else get_device()
     config = validate_config(config, model_class, train_fn, image_shape=tuple(data.shape[1:]), device=device)
     path = Path(path)
@@ -237,13 +246,39 @@ def train_from_config(config: dict, model_class: type, train_fn: Callable, data:
     curve = losses_t[: len(losses_t) // 50 * 50].reshape(-1, 50).mean(1)  # (steps // 50,)
     extra = {**run, "precision": used, "steps": len(losses), "final_loss": losses_t[-500:].mean().item(),
              "loss_curve_every_50": curve.tolist(), "train_seconds": seconds,
-             "hardware": hardware or hardware_name(device)}
+             "hardware": hardware or hardware_name(device), **(record or {})}
     saved_to = _save_somewhere(path, ema_model, config, architecture, extra, resume_path)
     resume_path.unlink(missing_ok=True)
     return ema_model.eval(), load_torch_file(saved_to)
 
 
 WARM_STEPS, TIMED_STEPS = 2, 3   # the estimate of load_or_train: steps of the loop run before timing, and timed
+QUICK_TRAIN_STEPS = 8            # quick mode: an edit that would train trains this many steps instead
+MAX_TRAIN_MINUTES = 20           # load_or_train's default limit on a run's estimated time
+
+
+class TrainingTooLong(RuntimeError):
+    """load_or_train would train for longer than its `max_train_minutes`: raised before step 1."""
+
+
+def quick_stand_in_config(config: dict, steps: int | None = None) -> dict | None:
+    """`config` shortened to `steps` (default QUICK_TRAIN_STEPS) training steps, warm-up capped at
+    that, for a quick-mode stand-in; None when the config is no longer than that (or steps is 0)."""
+    steps = QUICK_TRAIN_STEPS if steps is None else steps
+    if not steps or config["num_steps"] <= steps:
+        return None
+    shorter = {**config, "num_steps": steps}
+    if "warmup_steps" in shorter:
+        shorter["warmup_steps"] = min(shorter["warmup_steps"], steps)
+    return shorter
+
+
+def _stand_in_line(payload: dict, path: Path) -> str:
+    per_step = payload["train_seconds"] / payload["quick_steps"]       # first steps included: an upper guess
+    return (f"quick mode (DDPM_QUICK=1): {path.name} is a stand-in trained for {payload['quick_steps']} of the "
+            f"config's {payload['full_num_steps']} steps (the same training code; at its {per_step:.2f} s/step the "
+            f"full run takes about {_duration(per_step * payload['full_num_steps'])} on {payload['hardware']}), so "
+            "checks of its quality are skipped; full mode trains or loads the real model")
 
 
 class _StepClock:
@@ -290,7 +325,9 @@ def _shown(path: Path) -> str:
 
 def load_or_train(config: dict, model_class: type, train_fn: Callable, data: torch.Tensor,
                   shipped_path: str | Path | None, cache_dir: str | Path = CACHE_DIR, *,
-                  device: torch.device | str | None = None, progress: bool = True) -> tuple[nn.Module, dict]:
+                  device: torch.device | str | None = None, progress: bool = True,
+                  max_train_minutes: float | None = MAX_TRAIN_MINUTES, hint: str | None = None,
+                  quick: bool | None = None) -> tuple[nn.Module, dict]:
     """The EMA model for `config`, built from `model_class` (the notebook's own class):
 
     1. the shipped checkpoint, when what shaped its weights equals what would shape them now:
@@ -302,6 +339,13 @@ def load_or_train(config: dict, model_class: type, train_fn: Callable, data: tor
        code, bound arguments and data differ) and how long it will take here, timed on a few
        steps of the loop after warm-up with the settings it will use; resumable, cached under
        checkpoints/cache/; the shipped file is never overwritten.
+    Before step 1 of 3, a run estimated above `max_train_minutes` (None: no limit) raises
+    TrainingTooLong with one message: why it would train, the estimate here, and the two ways on
+    (raise MAX_TRAIN_MINUTES in the config cell, or `hint`, e.g. 'use the laptop preset:
+    PRESET = "laptop"'; default: undo the edit). In quick mode (`quick`, default is_quick_mode())
+    3 trains a stand-in of QUICK_TRAIN_STEPS steps instead, whatever the estimate, cached as
+    quick<steps>_<model>_<tag>.pt (a full run never loads it); its payload has quick_stand_in: True,
+    quick_steps and full_num_steps, and one line says so.
     Returns (model in eval mode on `device`, checkpoint payload).
     """
     device = torch.device(device) if device is not None else get_device()
@@ -315,7 +359,13 @@ def load_or_train(config: dict, model_class: type, train_fn: Callable, data: tor
     run = run_fingerprint(train_fn, data)
     cache_dir = Path(cache_dir)
     cache_path = _cache_path(cache_dir, config, architecture, run)
-    for path in (shipped_path, cache_path):
+    quick = is_quick_mode() if quick is None else quick
+    stand_in = quick_stand_in_config(config) if quick else None
+    candidates = [(shipped_path, config), (cache_path, config)]
+    if stand_in is not None:
+        quick_path = cache_dir / f"quick{stand_in['num_steps']}_{_cache_path(cache_dir, stand_in, architecture, run).name}"
+        candidates.append((quick_path, stand_in))
+    for path, wanted in candidates:
         if path is None:
             continue
         if not path.is_file():
@@ -324,26 +374,43 @@ def load_or_train(config: dict, model_class: type, train_fn: Callable, data: tor
             continue
         try:
             payload = load_torch_file(path)   # damaged bytes (CRC) or tensors that do not fit: CorruptFileError
-            reasons = checkpoint_mismatch(payload, config, architecture, run)
+            reasons = checkpoint_mismatch(payload, wanted, architecture, run)
             if not reasons:
                 load_weights(model, payload, path)
         except CorruptFileError as exc:
-            print(f"{exc}; it will be rebuilt" if path == cache_path else str(exc))
-            if path == cache_path:
+            print(f"{exc}; it will be rebuilt" if path != shipped_path else str(exc))
+            if path != shipped_path:
                 path.unlink(missing_ok=True)
             else:
                 why = f"the shipped checkpoint {_shown(shipped_path)} cannot be read"
             continue
         if not reasons:
             print(f"loaded {path.name} ({payload['steps']} steps, final loss {payload['final_loss']:.4f})")
+            if payload.get("quick_stand_in"):
+                print(_stand_in_line(payload, path))
             return model.to(device).eval(), payload
         if path == shipped_path:
             why = f"{_shown(shipped_path)} does not fit: " + "; ".join(reasons)
     check_writable(cache_dir)
+    if stand_in is not None:
+        print(f"training a quick-mode stand-in because {why}")
+        record = {"quick_stand_in": True, "quick_steps": stand_in["num_steps"], "full_num_steps": config["num_steps"]}
+        model, payload = train_from_config(stand_in, model_class, train_fn, data, quick_path, device=device,
+                                           progress=progress, record=record)
+        print(_stand_in_line(payload, quick_path))
+        return model, payload
     kwargs, _ = training_settings(config, device)
     per_step = seconds_per_step(model, train_fn, data.to(device), _schedule_for(config, device), kwargs)
-    print(f"training because {why}. {config['num_steps']} steps at {per_step:.2f} s/step take about "
-          f"{_duration(per_step * config['num_steps'])} on {hardware_name(device)} "
-          f"({'bf16 autocast' if kwargs.get('bf16') else 'float32'}, timed after {WARM_STEPS} warm-up steps); "
+    estimate = (f"{config['num_steps']} steps at {per_step:.2f} s/step take about "
+                f"{_duration(per_step * config['num_steps'])} on {hardware_name(device)} "
+                f"({'bf16 autocast' if kwargs.get('bf16') else 'float32'}, timed after {WARM_STEPS} warm-up steps)")
+    minutes = per_step * config["num_steps"] / 60
+    if max_train_minutes is not None and minutes > max_train_minutes:
+        enough = max(5, math.ceil(minutes * 1.2 / 5) * 5)        # the estimate with a margin, in steps of 5
+        raise TrainingTooLong(
+            f"not training: it would train because {why}, but {estimate}, more than max_train_minutes = "
+            f"{max_train_minutes:g}. Two ways on: set MAX_TRAIN_MINUTES = {enough} in the config cell and re-run, "
+            f"or {hint or 'undo the edit, so that the shipped model loads'}")
+    print(f"training because {why}. {estimate}; "
           f"progress is saved every 2 min beside {cache_path.name}, so an interrupted run resumes")
     return train_from_config(config, model_class, train_fn, data, cache_path, device=device, progress=progress)
