@@ -20,6 +20,7 @@ from notebook_support.results import latest_result, latest_results
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "5_what_to_predict.ipynb"
+RESULTS_TEXT = (ROOT / "RESULTS.md").read_text(encoding="utf-8")
 DDPM_PATH = ("eps", "x0", "v")
 
 
@@ -112,9 +113,14 @@ def test_results_prose_the_sampler_is_not_the_limit(bake_off):
 
 
 def test_results_prose_far_from_real_digits_at_the_configs_steps(bake_off, base):
-    """'Every recipe is far from real digits, each FID more than 20x the floor's: at 840 steps ...'."""
+    """'Every recipe is far from real digits, each FID more than 20x the floor's: at 840 steps ...', and
+    RESULTS.md: every run's precision interval lies below real digits', the best run's recall interval
+    reaches theirs."""
     assert all(r["report"]["fid"]["value"] > 20 * r["floor"]["fid"]["value"] for r in bake_off)
     assert f"at {base['num_steps']} steps" in _markdown()
+    assert all(r["report"]["precision"]["high"] < r["floor"]["precision"]["low"] for r in bake_off)
+    best = min(bake_off, key=lambda r: r["report"]["fid"]["value"])
+    assert best["report"]["recall"]["high"] >= best["floor"]["recall"]["low"]
 
 
 def test_what_to_try_next_quotes_the_speed_file(speed, base):
@@ -126,16 +132,29 @@ def test_what_to_try_next_quotes_the_speed_file(speed, base):
 
 
 def test_probes_more_steps_beat_the_bake_offs_flow(bake_off, probes, base):
-    """RESULTS.md: every longer run of the flow (seed 0) beats the bake-off's flow, intervals apart, and
-    through the uniform-tau float32 runs the FID falls with every step count."""
-    flow0 = min((r for r in bake_off if (r["variant"], r["train_seed"]) == ("flow", 0)),
-                key=lambda r: r["report"]["fid"]["value"])
-    longer = [r for r in probes if r["variant"] == "flow" and r["train_seed"] == 0 and r["steps"] > base["num_steps"]]
-    assert longer and all(_apart(r, flow0) for r in longer)
-    fp32 = sorted((r for r in [flow0, *longer] if r["train_precision"] == "float32" and r["sampler"] == "flow-heun10"
+    """RESULTS.md: every longer run of the flow beats the bake-off's flow of the same training seed,
+    intervals apart, and through the uniform-tau float32 runs (seed 0) the FID falls with every step count."""
+    best = _best_per_run(bake_off)
+    longer = [r for r in probes if r["variant"] == "flow" and r["steps"] > base["num_steps"]]
+    assert {r["train_seed"] for r in longer} == {0, 1}
+    assert all(_apart(r, best["flow", r["train_seed"]]) for r in longer)
+    fp32 = sorted((r for r in [*bake_off, *longer] if (r["variant"], r["train_seed"], r["sampler"]) ==
+                   ("flow", 0, "flow-heun10") and r["train_precision"] == "float32"
                    and flow_time_sampling_of(r["config"]) == "uniform"), key=lambda r: r["steps"])
     fids = [r["report"]["fid"]["value"] for r in fp32]
     assert len(fp32) >= 3 and all(a > b for a, b in zip(fids, fids[1:])), fids
+
+
+def test_probes_the_uniform_bf16_run_sits_on_the_float32_line():
+    """RESULTS.md's FID-against-steps table: the uniform-tau float32 line's value at the bf16 run's steps
+    lies inside that run's interval ('bf16 showed no cost in quality at equal steps')."""
+    region = RESULTS_TEXT.split("<!-- table:bake-off-steps", 1)[1].split("<!-- /table:bake-off-steps -->")[0]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in region.splitlines()
+            if line.startswith("| uniform | bf16")]
+    assert rows
+    for row in rows:
+        low, high = (float(x) for x in row[4].split("[")[1].rstrip("]").split(","))
+        assert low <= float(row[5]) <= high, row
 
 
 def test_probes_logit_normal_tau_beats_uniform_at_the_bake_offs_steps(bake_off, probes, base):
