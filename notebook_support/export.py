@@ -8,6 +8,9 @@ is the source; the module is generated. `tests/test_lessons.py` fails when they 
     python -m notebook_support.export           # rewrite lessons/*.py from the notebooks
     python -m notebook_support.export --check   # exit 1 if a module differs from its notebook
 
+Importing `lessons.<module>` while it differs from its notebook prints one line naming the notebook
+and this command (install_drift_check, called by lessons/__init__.py).
+
 An export that would break imports is refused: a notebook that is not valid JSON (a truncated
 save) or an export cell that is not valid Python makes the command exit 1, naming the notebook
 and the cell, and leaves every file in lessons/ as it was.
@@ -122,6 +125,50 @@ def stale_modules() -> list[str]:
     return [str(module_path(name).relative_to(PROJECT_ROOT)) for name in EXPORTS
             if not module_path(name).is_file()
             or module_path(name).read_text(encoding="utf-8") != render(PROJECT_ROOT / name)]
+
+
+def drift_line(module: str, root: Path = PROJECT_ROOT) -> str | None:
+    """One line saying that lessons/<module>.py differs from what its notebook's export cells render
+    now (None when they agree, or when no notebook exports `module`). Never raises: a notebook that
+    cannot be rendered (mid-edit) is reported in the same one line. A few ms: one render."""
+    root = Path(root)
+    notebook = next((name for name, stem in EXPORTS.items() if stem == module), None)
+    path = root / "lessons" / f"{module}.py"
+    if notebook is None or not (root / notebook).is_file() or not path.is_file():
+        return None
+    try:
+        if render(root / notebook) == path.read_text(encoding="utf-8"):
+            return None
+        why = f"differs from the `{EXPORT_TAG}` cells of {notebook} (edited since the last export)"
+    except Exception as exc:  # noqa: BLE001 - the check must never break an import
+        why = f"cannot be compared with {notebook} ({type(exc).__name__}: {exc})"
+    return (f"warning: lessons/{module}.py {why}: this import uses lessons/{module}.py as it is; "
+            f"run `python -m notebook_support.export` to bring the notebook's code here")
+
+
+class DriftCheck:
+    """A meta path finder that finds nothing: just before Python's own finders import
+    `<package>.<module>` (once per process), it prints drift_line(module) to stderr if there is one."""
+
+    def __init__(self, package: str, root: Path = PROJECT_ROOT):
+        self.package, self.root, self.checked = package, Path(root), set()
+
+    def find_spec(self, fullname, path=None, target=None):
+        package, _, module = fullname.partition(".")
+        if package == self.package and module and "." not in module and module not in self.checked:
+            self.checked.add(module)
+            line = drift_line(module, self.root)
+            if line:
+                print(line, file=sys.stderr)
+        return None
+
+
+def install_drift_check(package: str = "lessons") -> None:
+    """Edits propagate or say so: importing `<package>.<module>` (lessons/__init__.py calls this)
+    warns in one line when that module differs from its notebook's export cells."""
+    if not any(type(finder).__name__ == "DriftCheck" and getattr(finder, "package", None) == package
+               for finder in sys.meta_path):
+        sys.meta_path.insert(0, DriftCheck(package))
 
 
 def main(argv: list[str] | None = None) -> int:
