@@ -20,6 +20,7 @@ hardware then come from the file name.
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime
 import importlib.metadata
 import json
@@ -50,6 +51,10 @@ RESULT_COMMANDS = {
     "laptop_recipe_trials": "python benchmarks/laptop_recipe.py trial --name NAME --budget 240 --n 500 "
                             "--log benchmarks/results/<date>_cpu_laptop_recipe_trials.jsonl",
 }
+
+# Every result file read in this process, in order (scripts/readme_tables.py names those a table read
+# when it cannot render them).
+LOADED_FILES: list[str] = []
 
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
 # <YYYY-MM-DD>_<tag>_<name>.json(l): the tag holds no underscore, so the name may.
@@ -172,6 +177,44 @@ def _json_problem(value, where: str) -> str | None:
             "a string, a list or a dict")
 
 
+# A payload key that holds a time (seconds, seconds_per_step, ddim50_s, digits_per_second): its numbers must be > 0.
+_TIMING_KEY = re.compile(r"(seconds|_s|per_step|per_second)$")
+
+
+def result_problems(result: dict) -> list[str]:
+    """Why a result record (or one row of a series) cannot be quoted, each naming the field: n not
+    an int >= 2; a number that is not finite; a time (a key such as seconds, seconds_per_step,
+    digits_per_second) that is not positive; a measure ({"value", "low", "high"}) whose fields are
+    not numbers, unless its value is an explicit None with a "reason" beside it."""
+    problems = []
+    n = result.get("n")
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 2):
+        problems.append(f"n is {n!r} ({type(n).__name__}): it must be an int >= 2 (one sample has no spread), "
+                        "or null for a run that draws no samples")
+
+    def walk(value, where: str, key: str | None) -> None:
+        if isinstance(value, dict):
+            explicit_none = value.get("value", 0) is None and isinstance(value.get("reason"), str) \
+                and value["reason"].strip()
+            if "value" in value and ("low" in value or "high" in value) and not explicit_none:
+                problems.extend(f"{where}.{f} is {value[f]!r}: a measure needs a number (or value null with a "
+                                f"'reason')" for f in ("value", "low", "high")
+                                if f in value and (isinstance(value[f], bool) or not isinstance(value[f], (int, float))))
+            for k, v in value.items():
+                walk(v, f"{where}.{k}" if where else str(k), str(k))
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                walk(v, f"{where}[{i}]", key)
+        elif isinstance(value, float) and not math.isfinite(value):
+            problems.append(f"{where} is {value}: not a finite number")
+        elif key and _TIMING_KEY.search(key) and isinstance(value, (int, float)) and not isinstance(value, bool) \
+                and value <= 0:
+            problems.append(f"{where} is {value!r}: a time must be positive")
+
+    walk(result, "", None)
+    return problems
+
+
 def _check_optional_int(name: str, value, low: int) -> None:
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
         raise ValueError(f"{name} must be None or an int >= {low}, got {value!r}")
@@ -190,10 +233,13 @@ def _result_record(name: str, payload: dict, n, seed, seconds, interval, device,
     problem = _json_problem(payload, "payload")
     if problem:
         raise TypeError(f"cannot write the result {name!r}: {problem}")
-    _check_optional_int("n", n, 1)
+    _check_optional_int("n", n, 2)
     _check_optional_int("seed", seed, 0)
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(seconds) or seconds < 0:
-        raise ValueError(f"seconds must be a finite number >= 0 (how long the run took), got {seconds!r}")
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"seconds must be a finite number > 0 (how long the run took), got {seconds!r}")
+    problems = result_problems(payload)
+    if problems:
+        raise ValueError(f"cannot write the result {name!r}: " + "; ".join(problems))
     if interval is not None and (not isinstance(interval, str) or not interval.strip()):
         raise ValueError(f"interval must be None or a sentence saying how the interval was made "
                          f"(e.g. '95 % bootstrap over samples, 1000 resamples'), got {interval!r}")
@@ -234,14 +280,41 @@ def append_result_row(name: str, row: dict, *, n: int | None, seed: int | None, 
     """Add one row (one trial of a series) to benchmarks/results/<UTC date>_<tag>_<name>.jsonl and
     return the path. Each row carries the same description as write_result's file, so a row stands
     on its own; the file is rewritten atomically with the new line, so a killed run never leaves a
-    half line."""
+    half line, and under a lock on its folder, so rows that processes append at once are all kept."""
     record = _result_record(name, row, n, seed, seconds, interval, device, command)
     path = _result_path(record, results_dir, ".jsonl")
-    old = path.read_bytes() if path.is_file() else b""
-    if old and not old.endswith(b"\n"):
-        old += b"\n"
-    atomic_write_bytes(path, old + (json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n").encode())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _folder_lock(path.parent):
+        old = path.read_bytes() if path.is_file() else b""
+        if old and not old.endswith(b"\n"):
+            old += b"\n"
+        atomic_write_bytes(path, old + (json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n").encode())
     return path
+
+
+@contextlib.contextmanager
+def _folder_lock(folder: Path):
+    """An exclusive lock between processes (fcntl.flock on the folder itself, so no lock file is
+    left behind; where fcntl does not exist, on Windows, a lock file .results.lock in it)."""
+    try:
+        import fcntl
+    except ImportError:   # Windows
+        import msvcrt
+        with open(folder / ".results.lock", "a+b") as handle:
+            handle.seek(0)
+            msvcrt.locking(handle.fileno(), msvcrt.LK_LOCK, 1)   # retries for 10 s, then raises OSError
+            try:
+                yield
+            finally:
+                handle.seek(0)
+                msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)
+        return
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)   # closing releases the lock
 
 
 def images_to_json(images: torch.Tensor) -> dict:
@@ -307,7 +380,12 @@ def _load_result_file(path: Path) -> dict:
         result.setdefault("what", parts["name"])
         result.setdefault("date", parts["date"])
         result.setdefault("hardware", parts["tag"])
+    problems = [f"row {i + 1}: {p}" for i, row in enumerate(result["rows"]) for p in result_problems(row)] \
+        if path.suffix == ".jsonl" else result_problems(result)
+    if problems:
+        raise ValueError(f"the result file {_shown_path(path)} cannot be quoted: " + "; ".join(problems))
     result["file"] = _shown_path(path)
+    LOADED_FILES.append(result["file"])
     return result
 
 

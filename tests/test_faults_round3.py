@@ -1,0 +1,169 @@
+"""Bad input and faults in the measurement pipeline: nothing publishes or reuses a wrong number.
+
+- a result is validated before it is written, and when it is read: n >= 2, finite numbers,
+  positive times, measures that are numbers or an explicit None with a reason; the generator
+  names the file and the field it cannot render, and --check fails on it;
+- rows appended to one .jsonl series by two processes at once are all kept;
+- (further sections: drawn samples, checks before work, the notebook runner, sampler inputs).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from notebook_support import results
+from notebook_support.environment import PROJECT_ROOT
+
+
+def _script_module(path: str, name: str):
+    spec = importlib.util.spec_from_file_location(name, PROJECT_ROOT / path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+readme_tables = _script_module("scripts/readme_tables.py", "readme_tables_round3")
+
+
+def _measure(value: float) -> dict:
+    return {"value": value, "low": value - 1, "high": value + 1}
+
+
+def _report(fid: float) -> dict:
+    return {**{key: _measure(0.8) for key in ("kid_x1e3", "precision", "realism", "recall")}, "fid": _measure(fid),
+            "classes_with_5pct": 10}
+
+
+def _write(tmp_path, name="demo", payload=None, **kwargs):
+    kwargs = {"n": 2000, "seed": 0, "seconds": 12.5, "interval": "95 % bootstrap, 100 resamples", **kwargs}
+    return results.write_result(name, {"report": _report(20.0)} if payload is None else payload, device="cpu",
+                                results_dir=tmp_path, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Validated before it is written
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("payload, kwargs, match", [
+    ({"seconds_per_step": -0.5}, {}, r"seconds_per_step is -0.5: a time must be positive"),
+    ({"variants": {"eps": {"seconds_per_step": 0.0}}}, {}, r"variants.eps.seconds_per_step is 0.0: a time must be"),
+    ({"digits_per_second": 0}, {}, r"digits_per_second is 0"),
+    ({"report": {"fid": {"value": None, "low": 1.0, "high": 2.0}}}, {}, r"report.fid.value is None: a measure needs"),
+    ({"report": {"fid": {"value": "20", "low": 1.0, "high": 2.0}}}, {}, r"report.fid.value is '20'"),
+    ({}, {"n": 1}, r"n must be None or an int >= 2"),
+    ({}, {"seconds": 0}, r"seconds must be a finite number > 0"),
+])
+def test_a_result_that_cannot_be_quoted_is_not_written(tmp_path, payload, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        _write(tmp_path, payload=payload, **kwargs)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_explicit_none_with_a_reason_is_written(tmp_path):
+    payload = {"report": {"kid_x1e3": {"value": None, "low": None, "high": None, "reason": "n = 4: too few for KID"}}}
+    path = _write(tmp_path, payload=payload)
+    assert results.read_result(path)["report"]["kid_x1e3"]["reason"] == "n = 4: too few for KID"
+
+
+# ---------------------------------------------------------------------------------------------
+# ... and validated before it is rendered
+# ---------------------------------------------------------------------------------------------
+
+
+def _bake_off_files(tmp_path, monkeypatch, report=None, floor=None, **changes):
+    """Two result files of the bake-off table in tmp_path, the second with `changes` (or `report`)."""
+    monkeypatch.setattr(readme_tables, "latest_results", lambda prefix: results.latest_results(prefix, results_dir=tmp_path))
+    monkeypatch.setattr(readme_tables, "latest_result",
+                        lambda name, **kwargs: results.latest_result(name, results_dir=tmp_path, **kwargs))
+    _write(tmp_path, name="predict-speed", n=None, payload={"batch_size": 128, "num_steps": 840, "variants": {
+        "eps": {"seconds_per_step": 1.0, "budget_minutes": 14.0}, "flow": {"seconds_per_step": 1.0, "budget_minutes": 14.0}}})
+    paths = []
+    for variant, fid in (("eps", 30.0), ("flow", 20.0)):
+        record = {"variant": variant, "train_seed": 0, "sampler": "ddim20", "evaluations_per_digit": 20,
+                  "clip_x0": True, "steps": 840, "train_seconds": 846.0, "train_hardware": "x86_64 CPU, 2 threads",
+                  "train_precision": "float32", "report": _report(fid), "floor": _report(6.5)}
+        paths.append(_write(tmp_path, name=f"predict_{variant}_seed0_ddim20", payload=record))
+    return paths
+
+
+def _edit(path: Path, edit) -> None:
+    record = json.loads(path.read_text())
+    edit(record)
+    path.write_text(json.dumps(record))   # allow_nan: as a hand edit or another tool could write it
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda r: r["report"]["fid"].update(value=math.nan), r"report.fid.value is nan: not a finite number"),
+    (lambda r: r["report"]["fid"].update(value=None), r"report.fid.value is None: a measure needs a number"),
+    (lambda r: r.update(n="2000"), r"n is '2000' \(str\): it must be an int >= 2"),
+    (lambda r: r.update(seconds=-3.0), r"seconds is -3.0: a time must be positive"),
+])
+def test_the_generator_names_the_file_and_field_it_cannot_render(tmp_path, monkeypatch, edit, match):
+    _, flow = _bake_off_files(tmp_path, monkeypatch)
+    assert readme_tables.render_region("bake-off").startswith("| target |")
+    _edit(flow, edit)
+    with pytest.raises(ValueError, match=match) as info:
+        readme_tables.render_region("bake-off")
+    assert flow.name in str(info.value)
+
+
+@pytest.mark.parametrize("field", ["report", "floor"])
+def test_a_missing_field_is_named_with_the_files_the_table_read(tmp_path, monkeypatch, field):
+    _, flow = _bake_off_files(tmp_path, monkeypatch)
+    _edit(flow, lambda r: r.pop(field))
+    with pytest.raises(ValueError, match=rf"table 'bake-off' cannot be rendered: the field '{field}' is missing "
+                                         rf"\(it read .*{flow.name}"):
+        readme_tables.render_region("bake-off")
+
+
+def test_check_fails_on_a_file_it_cannot_render(tmp_path, monkeypatch, capsys):
+    _, flow = _bake_off_files(tmp_path, monkeypatch)
+    report = tmp_path / "RESULTS.md"
+    report.write_text("<!-- table:bake-off -->\n<!-- /table:bake-off -->\n")
+    assert readme_tables.main(["--file", str(report)]) == 0
+    assert readme_tables.main(["--check", "--file", str(report)]) == 0
+    _edit(flow, lambda r: r["report"]["fid"].update(value=math.nan))
+    before = report.read_text()
+    assert readme_tables.main(["--check", "--file", str(report)]) == 1
+    assert readme_tables.main(["--file", str(report)]) == 1 and report.read_text() == before
+    assert f"{flow.name} cannot be quoted: report.fid.value is nan" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# Appends from two processes at once
+# ---------------------------------------------------------------------------------------------
+
+APPENDER = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, {root!r})
+    from notebook_support import results
+    for i in range({rows}):
+        results.append_result_row("trials", {{"writer": sys.argv[1], "i": i, "padding": "x" * {size}}}, n=500,
+                                  seed=i, seconds=1.0, device="cpu", command="test", results_dir=sys.argv[2])
+""")
+
+
+def test_two_processes_appending_large_rows_keep_every_row(tmp_path):
+    """Two writers append 30 rows of ~200 kB each to one series at the same time: all 60 rows are
+    there, whole, each writer's in its own order (without the lock, a read-modify-write race
+    keeps 40 to 59)."""
+    script = APPENDER.format(root=str(PROJECT_ROOT), rows=30, size=200_000)
+    writers = [subprocess.Popen([sys.executable, "-c", script, name, str(tmp_path)]) for name in ("a", "b")]
+    assert [w.wait(timeout=300) for w in writers] == [0, 0]
+    [series] = tmp_path.glob("*_trials.jsonl")
+    rows = results.read_result(series)["rows"]
+    assert len(rows) == 60
+    for name in ("a", "b"):
+        assert [r["i"] for r in rows if r["writer"] == name] == list(range(30))
+    assert all(len(r["padding"]) == 200_000 for r in rows)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [series.name]   # no lock file left behind
