@@ -13,7 +13,7 @@ comes from:
     results       result files under benchmarks/results/ (write, find the newest, cite)
     report        a notebook's results cell: show_table("name") shows a table of README.md / RESULTS.md
     sampling      many digits in chunks of 128 on a CPU
-    plots         image grids, denoising strips and GIFs
+    plots         image grids, denoising strips and GIFs, a checkpoint's loss curve
     export        writes the notebooks' `#| export` cells to the `lessons` package
 
 What the notebooks *teach* (the MLP, the training loop, the U-Net) is written in the notebooks

@@ -1,4 +1,5 @@
-"""Pictures of digits: image grids, denoising strips, and denoising GIFs (matplotlib + Pillow)."""
+"""Pictures of digits: image grids, denoising strips, and denoising GIFs (matplotlib + Pillow);
+and a checkpoint's training-loss curve."""
 
 from __future__ import annotations
 
@@ -85,3 +86,30 @@ def save_denoising_gif(frames: torch.Tensor, labels: Sequence, path: str | Path,
         tmp.unlink(missing_ok=True)
     plt.close(fig)
     return path
+
+
+def plot_loss_curve(payload: dict, ax=None, label: str | None = None, title: str | None = None):
+    """A checkpoint's training loss, from its payload (load_or_train's second value): the means of
+    50 steps (`loss_curve_every_50`) against the step, on a log scale; the y label says when the
+    loss is min-SNR-weighted (the config's `min_snr_gamma`). `label` names the line in a legend (to
+    draw several runs on one `ax`). A run shorter than 50 steps (a quick-mode stand-in) has no
+    curve: the axis says so. Returns the axis."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    curve = payload.get("loss_curve_every_50") or []
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 3.2))
+    weighted = "min-SNR-weighted " if (payload.get("config") or {}).get("min_snr_gamma") else ""
+    ax.set(xlabel="step", ylabel=f"{weighted}loss (mean of 50 steps)")
+    if len(curve):
+        ax.plot(np.arange(len(curve)) * 50, curve, label=label)
+        ax.set_yscale("log")
+        if label is not None:
+            ax.legend()
+    else:
+        ax.text(0.5, 0.5, f"{payload.get('steps', 0)} steps: no 50-step means to plot", ha="center", va="center",
+                transform=ax.transAxes)
+    if title:
+        ax.set_title(title)
+    return ax
