@@ -1,6 +1,6 @@
 """Speed of the notebooks' default MLP and U-Net: training and sampling throughput.
 
-Run by hand (never in CI: timings flake), then copy the printed table into the README:
+Run by hand (never in CI: timings flake), then copy the printed table into RESULTS.md (the lab report):
 
     python benchmarks/bench.py                 # eager + channels_last + bf16 autocast + compile
     python benchmarks/bench.py --variants eager --train-steps 5 --sample-steps 10

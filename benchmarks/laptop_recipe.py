@@ -3,7 +3,7 @@ from a fixed CPU-time budget. Run by hand (timings flake in CI); logs go to benc
 
     python benchmarks/laptop_recipe.py speed                      # s/step and sampling img/s per variant
     python benchmarks/laptop_recipe.py trial --name narrow --budget 300 --set model_kwargs.base_channels=16
-    python benchmarks/laptop_recipe.py table --log benchmarks/results/<log>.jsonl   # the README's table
+    python benchmarks/laptop_recipe.py table --log benchmarks/results/<log>.jsonl   # the lab report's table
 
 `speed` times training steps (batch 128 unless --batch) of candidate U-Nets in float32 and in
 bfloat16 autocast, and the U-Net forward pass at several batch sizes under no_grad and

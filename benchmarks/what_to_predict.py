@@ -1,7 +1,7 @@
 """Notebook 5's bake-off: notebook 3's laptop U-Net and recipe loop, trained from scratch for the
 same number of steps (the same CPU time: one network, one batch size) with each of the four
 targets of 5_what_to_predict.ipynb, then measured at the series' headline n. Run by hand (hours on a
-2-core CPU, not in CI); every run writes a result file that the notebook and the README read.
+2-core CPU, not in CI); every run writes a result file that the notebook and the lab report (RESULTS.md) read.
 
     python benchmarks/what_to_predict.py run --variant flow --seed 0     # train, draw n = 2,000, measure
     python benchmarks/what_to_predict.py run --variant eps --seed 1 --samplers ddim20

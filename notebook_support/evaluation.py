@@ -320,7 +320,7 @@ def compare_fid(a: dict, b: dict) -> str:
 
 
 def garbage_sets(n: int, root: str | Path = DATA_DIR, *, seed: int = 1) -> dict[str, torch.Tensor]:
-    """n images (N, 1, 28, 28) in [-1, 1] of each set a measuring stick must tell apart (issue 17):
+    """n images (N, 1, 28, 28) in [-1, 1] of each set a measuring stick must tell apart:
     "real digits" (n random training digits, drawn with `seed`) and four kinds of garbage, "pure
     noise" (Gaussian, clamped), "blank" (all -1), "one digit repeated" (one real digit n times) and
     "one-class collapse" (n real 1s)."""

@@ -76,7 +76,7 @@ FORMAT_REASON = ("the key's format changed: code enters as its tokens (line wrap
                  "docstrings no longer count) and the module-level constants the code reads enter too "
                  "(FLOW_TIME_SCALE); the stored model and training code keys equal the keys of today's code in the "
                  "old format, so the weights are for this code")
-REASON = ("issue 18: the training loop was split into the notebooks that teach it: notebook 2's Trainer and train "
+REASON = ("the training loop was split into the notebooks that teach it: notebook 2's Trainer and train "
           "(Algorithm 1, Adam, clipping, EMA), notebook 3's RecipeTrainer and train_recipe (lr warm-up and cosine decay, "
           "min-SNR weights, bf16 autocast) and notebook 4's ConditionalTrainer and train_conditional (labels with "
           "dropout), each extending the one before; the new loops draw from the generator in the same order and do the "
