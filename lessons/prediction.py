@@ -10,9 +10,10 @@ import torch
 import torch.nn as nn
 
 import diffusion_utils as du
-from lessons.unet import RecipeTrainer   # notebook 3's loop with the laptop recipe (warm-up, cosine lr, min-SNR, bf16)
+# notebook 3's loop with the laptop recipe (warm-up, cosine lr, min-SNR, bf16)
+from lessons.unet import RecipeTrainer
 
-PREDICTIONS = ("eps", "x0", "v", "flow")   # what the network is asked to output; "flow" changes the path too
+PREDICTIONS = ("eps", "x0", "v", "flow")   # what the network outputs; "flow" changes the path too
 
 
 def check_prediction(prediction) -> str:
@@ -23,7 +24,8 @@ def check_prediction(prediction) -> str:
 
 
 def signal_and_noise(schedule, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """alpha_t = sqrt(abar_t) and sigma_t = sqrt(1 - abar_t) of the integer steps t (B,), each (B, 1, 1, 1)."""
+    """alpha_t = sqrt(abar_t) and sigma_t = sqrt(1 - abar_t) of the integer steps t (B,), each
+    (B, 1, 1, 1)."""
     t = schedule.check_timesteps(t, t.shape[0])
     return (schedule.sqrt_alphas_cumprod[t].view(-1, 1, 1, 1),          # (B, 1, 1, 1)
             schedule.sqrt_one_minus_alphas_cumprod[t].view(-1, 1, 1, 1))
@@ -42,7 +44,8 @@ def ddpm_target(prediction: str, x0: torch.Tensor, eps: torch.Tensor, alpha: tor
     raise ValueError(f"prediction must be 'eps', 'x0' or 'v' on the DDPM path, got {prediction!r}")
 
 
-def eps_and_x0_from_output(prediction: str, output: torch.Tensor, x_t: torch.Tensor, alpha: torch.Tensor,
+def eps_and_x0_from_output(prediction: str, output: torch.Tensor, x_t: torch.Tensor,
+                           alpha: torch.Tensor,
                            sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(eps, x0) from the network's output: x_t = alpha x0 + sigma eps has two unknowns, and the
     output gives one of them (or v, which with alpha^2 + sigma^2 = 1 gives both)."""
@@ -58,7 +61,8 @@ def eps_and_x0_from_output(prediction: str, output: torch.Tensor, x_t: torch.Ten
 def min_snr_weight(prediction: str, snr: torch.Tensor, gamma: float) -> torch.Tensor:
     """Min-SNR-gamma (Hang et al. 2023) as a weight on the MSE of `prediction`'s own target. The
     x0 error is the eps error / SNR and the v error is the eps error * (SNR + 1) / SNR, so each
-    weight below is min(SNR, gamma) / SNR on the eps error: one weighting, three ways to write it."""
+    weight below is min(SNR, gamma) / SNR on the eps error: one weighting, three ways to write
+    it."""
     if check_prediction(prediction) == "flow":
         raise ValueError("min-SNR weights the DDPM path's steps; the flow's loss is plain MSE")
     clipped = snr.clamp(max=gamma)                                       # (B,) min(SNR, gamma)
@@ -66,43 +70,49 @@ def min_snr_weight(prediction: str, snr: torch.Tensor, gamma: float) -> torch.Te
 
 
 def prediction_loss(model: nn.Module, schedule, x0: torch.Tensor, prediction: str = "eps", *,
-                    generator: torch.Generator | None = None, min_snr_gamma: float | None = None) -> torch.Tensor:
+                    generator: torch.Generator | None = None,
+                    min_snr_gamma: float | None = None) -> torch.Tensor:
     """Algorithm 1 with the target of `prediction` (eps, x0 or v): t and eps drawn as
-    du.diffusion_loss draws them, so prediction="eps" is that loss exactly (section 2 asserts it)."""
+    du.diffusion_loss draws them, so prediction="eps" is that loss exactly (section 2 asserts
+    it)."""
     check_prediction(prediction)
-    if min_snr_gamma is not None and not (isinstance(min_snr_gamma, (int, float)) and min_snr_gamma > 0):
+    if min_snr_gamma is not None and not (isinstance(min_snr_gamma, (int, float))
+                                          and min_snr_gamma > 0):
         raise ValueError(f"min_snr_gamma must be a positive number or None, got {min_snr_gamma!r}")
     gen_device = generator.device if generator is not None else x0.device
     t = torch.randint(0, schedule.num_timesteps, (x0.shape[0],), generator=generator,
                       device=gen_device).to(x0.device)                   # (B,) Algorithm 1 line 3
-    eps = torch.randn(x0.shape, generator=generator, device=gen_device).to(x0.device)   # (B, 1, 28, 28) line 4
+    eps = torch.randn(x0.shape, generator=generator,
+                      device=gen_device).to(x0.device)                   # (B, 1, 28, 28) line 4
     x_t = du.q_sample(schedule, x0, t, eps)                              # (B, 1, 28, 28) Eq. 4
     alpha, sigma = signal_and_noise(schedule, t)
     target = ddpm_target(prediction, x0, eps, alpha, sigma)             # (B, 1, 28, 28)
     output = model(x_t, t)                                               # (B, 1, 28, 28)
-    du._check_model_output(output, x_t)                                  # a (B, 1) output would broadcast silently
-    per_image = (output.float() - target).pow(2).flatten(1).mean(1)      # (B,) float32 under autocast too
+    du._check_model_output(output, x_t)                  # a (B, 1) output would broadcast silently
+    per_image = (output.float() - target).pow(2).flatten(1).mean(1)    # (B,) float32 under autocast
     if min_snr_gamma is None:
         return per_image.mean()
     snr = schedule.alphas_cumprod[t] / (1 - schedule.alphas_cumprod[t])   # (B,)
     return (min_snr_weight(prediction, snr, min_snr_gamma) * per_image).mean()
 
 
-FLOW_TIME_SCALE = 1000.0   # the U-Net's clock was built for t in 0..999: the flow's tau in [0, 1] enters as 1000 tau
+FLOW_TIME_SCALE = 1000.0   # the U-Net's clock was built for t in 0..999: tau enters as 1000 tau
 
 
-def flow_path(x0: torch.Tensor, eps: torch.Tensor, tau: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def flow_path(x0: torch.Tensor, eps: torch.Tensor,
+              tau: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The straight path of flow matching / rectified flow from data (tau = 0) to noise (tau = 1):
     x_tau = (1 - tau) x0 + tau eps, and its velocity d x_tau / d tau = eps - x0 (the target)."""
     tau = tau.view(-1, 1, 1, 1)                                          # (B, 1, 1, 1)
     return (1 - tau) * x0 + tau * eps, eps - x0                          # both (B, 1, 28, 28)
 
 
-FLOW_TIME_SAMPLINGS = ("uniform", "logit-normal")   # how the flow's loss draws tau (section 6 measures both)
+FLOW_TIME_SAMPLINGS = ("uniform", "logit-normal")   # how the flow's loss draws tau
 
 
 def flow_time_sampling_of(config: dict) -> str:
-    """How a training config draws the flow's tau: its flow_time_sampling, else the default, uniform."""
+    """How a training config draws the flow's tau: its flow_time_sampling, else the default,
+    uniform."""
     return config.get("flow_time_sampling", "uniform")
 
 
@@ -110,14 +120,18 @@ def flow_matching_loss(model: nn.Module, x0: torch.Tensor, *, time_sampling: str
                        generator: torch.Generator | None = None) -> torch.Tensor:
     """Conditional flow matching (Lipman et al. 2023) on the straight path (Liu et al. 2023):
     || u_theta(x_tau, tau) - (eps - x0) ||^2 with tau ~ Uniform(0, 1) (both papers), or with
-    time_sampling="logit-normal" tau = sigmoid(n), n ~ N(0, 1) (Esser et al. 2024, Stable Diffusion 3),
-    which draws the middle of the path more often than its ends."""
+    time_sampling="logit-normal" tau = sigmoid(n), n ~ N(0, 1) (Esser et al. 2024, Stable
+    Diffusion 3), which draws the middle of the path more often than its ends."""
     if time_sampling not in FLOW_TIME_SAMPLINGS:
-        raise ValueError(f"time_sampling must be one of {FLOW_TIME_SAMPLINGS}, got {time_sampling!r}")
+        raise ValueError(
+            f"time_sampling must be one of {FLOW_TIME_SAMPLINGS}, got {time_sampling!r}")
     gen_device = generator.device if generator is not None else x0.device
-    draw = torch.rand if time_sampling == "uniform" else lambda *a, **k: torch.sigmoid(torch.randn(*a, **k))
-    tau = draw(x0.shape[0], generator=generator, device=gen_device).to(x0.device)        # (B,) in (0, 1)
-    eps = torch.randn(x0.shape, generator=generator, device=gen_device).to(x0.device)     # (B, 1, 28, 28)
+    draw = torch.rand if time_sampling == "uniform" else \
+        lambda *a, **k: torch.sigmoid(torch.randn(*a, **k))
+    tau = draw(x0.shape[0], generator=generator,
+               device=gen_device).to(x0.device)                          # (B,) in (0, 1)
+    eps = torch.randn(x0.shape, generator=generator,
+                      device=gen_device).to(x0.device)                   # (B, 1, 28, 28)
     x_tau, velocity = flow_path(x0, eps, tau)
     output = model(x_tau, FLOW_TIME_SCALE * tau)                         # (B, 1, 28, 28)
     du._check_model_output(output, x_tau)
@@ -131,32 +145,41 @@ class PredictionTrainer(RecipeTrainer):
     exactly notebook 3's laptop model. min-SNR weights are a DDPM-path idea: the flow refuses them;
     flow_time_sampling (how the flow draws tau) is the flow's alone."""
 
-    def __init__(self, model, schedule, data, *, prediction="eps", flow_time_sampling="uniform", **settings):
+    def __init__(self, model, schedule, data, *, prediction="eps", flow_time_sampling="uniform",
+                 **settings):
         self.prediction = check_prediction(prediction)
         if prediction == "flow" and settings.get("min_snr_gamma") is not None:
-            raise ValueError("min_snr_gamma weights the DDPM path's steps; the flow's loss is plain MSE: set it to None")
-        if flow_time_sampling not in FLOW_TIME_SAMPLINGS or (prediction != "flow" and flow_time_sampling != "uniform"):
-            raise ValueError(f"flow_time_sampling must be one of {FLOW_TIME_SAMPLINGS}, and 'uniform' unless "
-                             f"prediction='flow'; got {flow_time_sampling!r} with prediction={prediction!r}")
+            raise ValueError(
+                "min_snr_gamma weights the DDPM path's steps; the flow's loss is plain MSE: set it to None")
+        if flow_time_sampling not in FLOW_TIME_SAMPLINGS or (prediction != "flow"
+                                                             and flow_time_sampling != "uniform"):
+            raise ValueError(
+                f"flow_time_sampling must be one of {FLOW_TIME_SAMPLINGS}, and 'uniform' unless "
+                f"prediction='flow'; got {flow_time_sampling!r} with prediction={prediction!r}")
         self.flow_time_sampling = flow_time_sampling
         super().__init__(model, schedule, data, **settings)
 
     def loss(self, x0: torch.Tensor, model_inputs: dict) -> torch.Tensor:
-        with torch.autocast(x0.device.type, dtype=torch.bfloat16, enabled=self.bf16):   # bf16: the forward pass only
+        # bf16: the forward pass only
+        with torch.autocast(x0.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             if self.prediction == "flow":
-                return flow_matching_loss(self.model, x0, time_sampling=self.flow_time_sampling, generator=self.generator)
-            return prediction_loss(self.model, self.schedule, x0, self.prediction, generator=self.generator,
-                                   min_snr_gamma=self.min_snr_gamma)
+                return flow_matching_loss(self.model, x0, time_sampling=self.flow_time_sampling,
+                                          generator=self.generator)
+            return prediction_loss(self.model, self.schedule, x0, self.prediction,
+                                   generator=self.generator, min_snr_gamma=self.min_snr_gamma)
 
 
-def train_prediction(model, schedule, data, *, prediction="eps", num_steps, batch_size=128, lr=2e-4, grad_clip=1.0,
-                     ema_decay=0.9999, seed=0, warmup_steps=0, lr_decay="none", min_snr_gamma=None, bf16=False,
-                     flow_time_sampling="uniform", progress=True, resume=None):
-    """Notebook 3's `train_recipe` for a network that predicts `prediction` (a PredictionTrainer)."""
-    trainer = PredictionTrainer(model, schedule, data, prediction=prediction, flow_time_sampling=flow_time_sampling,
-                                num_steps=num_steps, batch_size=batch_size, lr=lr, grad_clip=grad_clip,
-                                ema_decay=ema_decay, seed=seed, warmup_steps=warmup_steps, lr_decay=lr_decay,
-                                min_snr_gamma=min_snr_gamma, bf16=bf16)
+def train_prediction(model, schedule, data, *, prediction="eps", num_steps, batch_size=128, lr=2e-4,
+                     grad_clip=1.0, ema_decay=0.9999, seed=0, warmup_steps=0, lr_decay="none",
+                     min_snr_gamma=None, bf16=False, flow_time_sampling="uniform", progress=True,
+                     resume=None):
+    """Notebook 3's `train_recipe` for a network that predicts `prediction` (a
+    PredictionTrainer)."""
+    trainer = PredictionTrainer(model, schedule, data, prediction=prediction,
+                                flow_time_sampling=flow_time_sampling, num_steps=num_steps,
+                                batch_size=batch_size, lr=lr, grad_clip=grad_clip,
+                                ema_decay=ema_decay, seed=seed, warmup_steps=warmup_steps,
+                                lr_decay=lr_decay, min_snr_gamma=min_snr_gamma, bf16=bf16)
     return trainer.run(progress, resume)
 
 
@@ -183,26 +206,31 @@ class AsEps(nn.Module):
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         alpha, sigma = signal_and_noise(self.schedule, t)
-        eps, _ = eps_and_x0_from_output(self.prediction, self.model(x_t, t).float(), x_t, alpha, sigma)
+        eps, _ = eps_and_x0_from_output(self.prediction, self.model(x_t, t).float(), x_t, alpha,
+                                        sigma)
         return eps                                                       # (B, 1, 28, 28)
 
 
-def flow_velocity(model: nn.Module, x: torch.Tensor, tau: float, clip_x0: bool = False) -> torch.Tensor:
+def flow_velocity(model: nn.Module, x: torch.Tensor, tau: float,
+                  clip_x0: bool = False) -> torch.Tensor:
     """u_theta(x, tau) for every image; with clip_x0, the x0 it implies (x - tau u) is clipped to
     [-1, 1] and u recomputed from it, as the DDPM samplers clip their x0."""
-    u = model(x, torch.full((x.shape[0],), FLOW_TIME_SCALE * tau, device=x.device)).float()   # (B, 1, 28, 28)
+    u = model(x, torch.full((x.shape[0],), FLOW_TIME_SCALE * tau,
+                            device=x.device)).float()                    # (B, 1, 28, 28)
     if clip_x0 and tau > 0:
         x0 = (x - tau * u).clamp(-1, 1)
         u = (x - x0) / tau
     return u
 
 
-def flow_euler_step(model, x: torch.Tensor, tau: float, tau_next: float, clip_x0: bool = False) -> torch.Tensor:
+def flow_euler_step(model, x: torch.Tensor, tau: float, tau_next: float,
+                    clip_x0: bool = False) -> torch.Tensor:
     """x_{tau_next} = x_tau + (tau_next - tau) u(x_tau, tau): one network evaluation."""
     return x + (tau_next - tau) * flow_velocity(model, x, tau, clip_x0)
 
 
-def flow_heun_step(model, x: torch.Tensor, tau: float, tau_next: float, clip_x0: bool = False) -> torch.Tensor:
+def flow_heun_step(model, x: torch.Tensor, tau: float, tau_next: float,
+                   clip_x0: bool = False) -> torch.Tensor:
     """Heun (the trapezoid rule): an Euler step, then the mean of the velocities at both ends; two
     evaluations, one at the last step (tau_next = 0, as in Karras et al. 2022's Algorithm 1)."""
     h, u = tau_next - tau, flow_velocity(model, x, tau, clip_x0)
@@ -213,31 +241,35 @@ def flow_heun_step(model, x: torch.Tensor, tau: float, tau_next: float, clip_x0:
 
 
 @torch.inference_mode()
-def flow_sample(model: nn.Module, schedule, shape, *, num_steps: int = 20, step=flow_euler_step, clip_x0: bool = False,
-                generator: torch.Generator | None = None, device=None, x_T: torch.Tensor | None = None,
-                return_trajectory: bool = False, progress: bool = True) -> torch.Tensor:
+def flow_sample(model: nn.Module, schedule, shape, *, num_steps: int = 20, step=flow_euler_step,
+                clip_x0: bool = False, generator: torch.Generator | None = None, device=None,
+                x_T: torch.Tensor | None = None, return_trajectory: bool = False,
+                progress: bool = True) -> torch.Tensor:
     """Solve d x / d tau = u_theta(x, tau) from tau = 1 (x_T ~ N(0, I)) to tau = 0 in `num_steps`
     equal steps of `step` (flow_euler_step or flow_heun_step). `schedule` is not used (the straight
-    path has no betas); it is taken so that sample_in_chunks calls every sampler of the series alike."""
+    path has no betas); it is taken so that sample_in_chunks calls every sampler of the series
+    alike."""
     if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
         raise ValueError(f"num_steps must be a positive int, got {num_steps!r}")
     if return_trajectory:
         raise ValueError("flow_sample keeps no trajectory")
-    if device is None:                   # the model's device; a model without weights: x_T's, else the CPU
+    if device is None:                   # the model's device; without weights: x_T's, else the CPU
         weight = next(model.parameters(), None)
         device = weight.device if weight is not None else (x_T.device if x_T is not None else "cpu")
     device = torch.device(device)
     if x_T is None:
         gen_device = generator.device if generator is not None else device
-        x_T = torch.randn(tuple(shape), generator=generator, device=gen_device)   # (B, 1, 28, 28) tau = 1
+        x_T = torch.randn(tuple(shape), generator=generator,
+                          device=gen_device)                             # (B, 1, 28, 28) tau = 1
     elif tuple(x_T.shape) != tuple(shape):
         raise ValueError(f"x_T must have shape {tuple(shape)}, got {tuple(x_T.shape)}")
     x = x_T.to(device)
     taus = torch.linspace(1.0, 0.0, num_steps + 1).tolist()            # 1 = noise ... 0 = data
     was_training = model.training
-    model.eval()                                                         # dropout off while sampling, as du's samplers
+    model.eval()                                     # dropout off while sampling, as du's samplers
     try:
-        for tau, tau_next in du.progress_bar(list(zip(taus[:-1], taus[1:])), desc="flow", disable=not progress):
+        for tau, tau_next in du.progress_bar(list(zip(taus[:-1], taus[1:])), desc="flow",
+                                             disable=not progress):
             x = step(model, x, tau, tau_next, clip_x0)
     finally:
         model.train(was_training)
@@ -245,11 +277,13 @@ def flow_sample(model: nn.Module, schedule, shape, *, num_steps: int = 20, step=
 
 
 def sampling_network(model: nn.Module, schedule, prediction: str) -> nn.Module:
-    """What a sampler of BAKE_OFF_SAMPLERS is given: the flow model itself, any other as an eps-model."""
+    """What a sampler of BAKE_OFF_SAMPLERS is given: the flow model itself, any other as an
+    eps-model."""
     return model if check_prediction(prediction) == "flow" else AsEps(model, schedule, prediction)
 
 
-BAKE_OFF_SAMPLERS = {  # name -> (sampler, its keyword arguments, network calls per digit, the targets it samples)
+# name -> (sampler, its keyword arguments, network calls per digit, the targets it samples)
+BAKE_OFF_SAMPLERS = {
     "ddim20": (du.ddim_sample, {"num_steps": 20, "eta": 0.0}, 20, ("eps", "x0", "v")),
     "flow-euler20": (flow_sample, {"num_steps": 20}, 20, ("flow",)),
     "flow-heun10": (flow_sample, {"num_steps": 10, "step": flow_heun_step}, 19, ("flow",)),
