@@ -285,13 +285,19 @@ def run_edits(entries: list[dict], workers: int = WORKERS, threads: int = THREAD
 
 @pytest.fixture(scope="session")
 def edit_runs(request):
-    """The results of every selected entry, run once for the session through the pool."""
+    """The results of every selected entry, run once for the session through the pool, the longest
+    first by the seconds the last run took (pytest's cache), so that the two kernels end together."""
     selected = [item.callspec.params["entry"] for item in request.session.items
                 if item.originalname == "test_advertised_edit" and hasattr(item, "callspec")]
+    last = request.config.cache.get("advertised_edits/seconds", {}) if request.config.cache else {}
+    selected.sort(key=lambda entry: -last.get(_entry_id(entry), 60.0))
     start = time.perf_counter()
     runs = run_edits(selected)
     print(f"\n{len(selected)} advertised edits run in {time.perf_counter() - start:.0f} s "
           f"({WORKERS} kernels x {THREADS} thread(s))")
+    if request.config.cache:
+        request.config.cache.set("advertised_edits/seconds",
+                                 {**last, **{name: round(run.seconds, 1) for name, run in runs.items() if run.ok}})
     return runs
 
 
