@@ -9,7 +9,6 @@ every formula here out by hand and checks it; notebooks 2 and 3 do so for the lo
     2. forward process q(x_t | x_0) (Eq. 4), x_0 from eps, posterior q(x_{t-1} | x_t, x_0) (Eq. 6-7)
     3. the training loss of Algorithm 1 (Eq. 14)
     4. samplers: Algorithm 2 (sigma_t^2 = beta_t) and DDIM (Song, Meng & Ermon 2021, Eq. 12)
-
 What the notebooks use but do not teach lives in the ``notebook_support`` package.
 """
 
@@ -278,7 +277,6 @@ def _check_model_output(eps: torch.Tensor, x: torch.Tensor) -> None:
 
 # --- 4. Sampling: Algorithm 2 (DDPM) and DDIM ------------------------------------------------
 
-
 @torch.inference_mode()
 def p_sample(model: nn.Module, schedule: DiffusionSchedule, x_t: torch.Tensor, t: int,
              clip_x0: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -307,11 +305,13 @@ def p_sample(model: nn.Module, schedule: DiffusionSchedule, x_t: torch.Tensor, t
 
 
 def _start(shape, x_T, generator, device) -> torch.Tensor:
-    """x_T ~ N(0, I) of the requested shape, or the given x_T after a shape check."""
+    """x_T ~ N(0, I) of the requested shape, or the given x_T after a shape and finiteness check."""
     if x_T is None:
         return _randn(tuple(shape), generator, device)  # Algorithm 2 line 1
     elif tuple(x_T.shape) != tuple(shape):
         raise ValueError(f"x_T must have shape {tuple(shape)}, got {tuple(x_T.shape)}")
+    elif not bool(torch.isfinite(x_T).all()):
+        raise ValueError("x_T holds NaN or infinite values: every digit sampled from it would be NaN")
     return x_T.to(device)
 
 

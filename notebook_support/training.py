@@ -60,6 +60,31 @@ def hardware_name(device: torch.device) -> str:
     return f"{platform.machine()} {device.type.upper()}, {torch.get_num_threads()} threads"
 
 
+RESUME_ENTRIES = ("identity", "losses", "model", "optimizer", "ema", "generator", "torch_rng")
+
+
+def _resume_problem(saved, identity: dict) -> str | None:
+    """Why a resume file whose identity fits cannot continue the run (None when it can): entries
+    missing, losses that are not finite numbers, more losses than the run has steps, RNG states
+    that are not byte tensors."""
+    if not isinstance(saved, dict):
+        return f"holds a {type(saved).__name__}, not a dict"
+    missing = [k for k in RESUME_ENTRIES if k not in saved]
+    if missing:
+        return f"misses {missing}"
+    losses = saved["losses"]
+    if not isinstance(losses, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                               and math.isfinite(v) for v in losses):
+        return "holds losses that are not a list of finite numbers"
+    steps = identity.get("config", {}).get("num_steps") if isinstance(identity.get("config"), dict) else None
+    if isinstance(steps, int) and len(losses) > steps:
+        return f"records {len(losses)} losses, more than the run's {steps} steps"
+    for name in ("generator", "torch_rng"):
+        if not (isinstance(saved[name], torch.Tensor) and saved[name].dtype == torch.uint8):
+            return f"holds a {name} state that is not a byte tensor"
+    return None
+
+
 class Resumer:
     """Saves a training run's whole state every `save_every_s` seconds (atomically) and restores it.
 
@@ -86,14 +111,26 @@ class Resumer:
             print(f"{exc}; starting from step 0 instead")
             self.path.unlink(missing_ok=True)
             return 0
-        if saved.get("identity") != self.identity:
-            differing = sorted(k for k in set(self.identity) | set(saved.get("identity", {}))
-                               if self.identity.get(k) != saved.get("identity", {}).get(k))
+        if isinstance(saved, dict) and saved.get("identity") != self.identity:
+            stored = saved.get("identity") if isinstance(saved.get("identity"), dict) else {}
+            differing = sorted(k for k in set(self.identity) | set(stored) if self.identity.get(k) != stored.get(k))
             raise ValueError(f"the resume file {self.path} continues another run (differs in {differing}); "
                              "delete it to start over")
-        for name in ("model", "optimizer", "ema"):
-            state[name].load_state_dict(saved[name])
-        state["generator"].set_state(saved["generator"])
+        problem = _resume_problem(saved, self.identity)
+        if problem is None:
+            fresh = {name: copy.deepcopy(state[name].state_dict()) for name in ("model", "optimizer", "ema")}
+            try:
+                for name in ("model", "optimizer", "ema"):
+                    state[name].load_state_dict(saved[name])
+                state["generator"].set_state(saved["generator"])
+            except (KeyError, RuntimeError, ValueError, TypeError, IndexError) as exc:
+                for name in ("model", "optimizer", "ema"):   # back to the fresh run's state
+                    state[name].load_state_dict(fresh[name])
+                problem = f"holds state that does not fit this run ({type(exc).__name__}: {str(exc).splitlines()[0]})"
+        if problem is not None:
+            print(f"the resume file {self.path} {problem}: it was damaged or edited; starting from step 0 instead")
+            self.path.unlink(missing_ok=True)
+            return 0
         torch.set_rng_state(saved["torch_rng"])
         if torch.cuda.is_available() and saved.get("cuda_rng") is not None:
             torch.cuda.set_rng_state_all(saved["cuda_rng"])

@@ -167,3 +167,82 @@ def test_two_processes_appending_large_rows_keep_every_row(tmp_path):
         assert [r["i"] for r in rows if r["writer"] == name] == list(range(30))
     assert all(len(r["padding"]) == 200_000 for r in rows)
     assert sorted(p.name for p in tmp_path.iterdir()) == [series.name]   # no lock file left behind
+
+
+# ---------------------------------------------------------------------------------------------
+# Samplers refuse non-finite inputs and absurd step counts; resume files are validated
+# ---------------------------------------------------------------------------------------------
+
+import torch  # noqa: E402
+
+import diffusion_utils as du  # noqa: E402
+from lessons.mlp import MLPDenoiser  # noqa: E402
+from lessons.unet import dpm_solver_2m_sample, heun_sample  # noqa: E402
+from notebook_support import checks, files  # noqa: E402
+
+from test_support import (TINY_KWARGS, assert_same_state, interrupt_after, interruptible,  # noqa: E402,F401
+                          train_tiny, uninterrupted)
+
+NAN_X_T = torch.zeros(2, 1, 4, 4).index_put_((torch.tensor([1]),), torch.tensor(float("nan")))   # (2, 1, 4, 4)
+
+
+@pytest.mark.parametrize("sampler", [du.p_sample_loop, du.ddim_sample, heun_sample, dpm_solver_2m_sample])
+def test_the_samplers_refuse_a_non_finite_x_T(sampler):
+    model, schedule = MLPDenoiser(**TINY_KWARGS), du.DiffusionSchedule(num_timesteps=20, schedule="cosine")
+    steps = {} if sampler is du.p_sample_loop else {"num_steps": 5}
+    with pytest.raises(ValueError, match=r"x_T holds NaN or infinite values"):
+        sampler(model, schedule, (2, 1, 4, 4), x_T=NAN_X_T, progress=False, **steps)
+    assert sampler(model, schedule, (2, 1, 4, 4), x_T=torch.zeros(2, 1, 4, 4), progress=False,
+                   **steps).isfinite().all()
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"x_T": NAN_X_T}, ValueError, r"x_T holds 16 NaN or infinite value\(s\) of 32"),
+    ({"x_T": torch.full((1, 1), float("inf"))}, ValueError, r"x_T holds 1 NaN"),
+    ({"tau": float("nan")}, ValueError, r"tau must be finite, got nan"),
+    ({"tau": torch.tensor([0.5, float("inf")])}, ValueError, r"tau holds 1 NaN or infinite"),
+    ({"num_steps": 10**9}, ValueError, r"num_steps must lie in \[1, 10,000\] \(MAX_SAMPLER_STEPS in "
+                                       r"notebook_support.checks\), got 1,000,000,000"),
+    ({"num_steps": 0}, ValueError, r"num_steps must lie in \[1, 10,000\]"),
+    ({"num_steps": 2.5}, TypeError, r"num_steps must be an int, got float 2.5"),
+    ({"num_steps": True}, TypeError, r"num_steps must be an int, got bool"),
+])
+def test_the_shared_sampler_check_names_the_argument(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        checks.check_sampler_inputs(**kwargs)
+
+
+def test_the_shared_sampler_check_passes_good_inputs():
+    checks.check_sampler_inputs(torch.zeros(2, 1, 4, 4), 10_000, tau=0.5)
+    checks.check_sampler_inputs(None, None, tau=torch.tensor([0.0, 1.0]))
+    assert checks.check_num_steps(1) == 1
+
+
+def _forge(path, edit) -> None:
+    saved = files.load_torch_file(path, what="resume file")
+    edit(saved)
+    torch.save(saved, path)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda s: s.pop("optimizer"), "misses ['optimizer']"),
+    (lambda s: s["model"].update({k: torch.zeros(3) for k in list(s["model"])[:1]}),
+     "holds state that does not fit this run (RuntimeError: "),
+    (lambda s: s.update(losses=[0.5] * 50), "records 50 losses, more than the run's 40 steps"),
+    (lambda s: s.update(losses=[float("nan")] * 10), "holds losses that are not a list of finite numbers"),
+    (lambda s: s.update(torch_rng=[1, 2]), "holds a torch_rng state that is not a byte tensor"),
+])
+def test_a_forged_resume_file_is_named_and_the_run_starts_fresh(edit, message, uninterrupted, interruptible, tmp_path,
+                                                                 capsys):
+    path = tmp_path / "m.pt"
+    interrupt_after(path, 10, interruptible)
+    resume_file = tmp_path / ".m.resume.pt"
+    _forge(resume_file, edit)
+    capsys.readouterr()
+    interruptible.calls = 0
+    _, payload = train_tiny(path, interruptible)
+    out = capsys.readouterr().out
+    assert f"the resume file {resume_file} {message}" in out and "starting from step 0 instead" in out, out
+    assert interruptible.calls == 40
+    assert_same_state(payload["state_dict"], uninterrupted[0]["state_dict"])   # nothing of the forged file kept
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt"]
