@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import re
 import subprocess
 import sys
 import textwrap
@@ -246,3 +247,33 @@ def test_a_forged_resume_file_is_named_and_the_run_starts_fresh(edit, message, u
     assert interruptible.calls == 40
     assert_same_state(payload["state_dict"], uninterrupted[0]["state_dict"])   # nothing of the forged file kept
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The notebook runner survives a broken notebook
+# ---------------------------------------------------------------------------------------------
+
+
+def test_a_broken_notebook_is_logged_by_name_and_the_rest_run(tmp_path, monkeypatch, capfd):
+    import nbformat
+
+    run_notebooks = _script_module("scripts/run_notebooks.py", "run_notebooks_round3")
+    good = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        "import warnings\nwarnings.warn('a warning of the notebook itself')\nprint(6 * 7)")])
+    nbformat.write(good, tmp_path / "good.ipynb")
+    text = nbformat.writes(good)
+    (tmp_path / "broken.ipynb").write_text(text[:len(text) // 2])          # cut short, as by a full disk
+    monkeypatch.setattr(run_notebooks, "PROJECT_ROOT", tmp_path)
+    monkeypatch.setattr(sys, "argv", ["run_notebooks.py", "broken.ipynb", "good.ipynb", "--quick", "--no-log"])
+    assert run_notebooks.main() == 1
+    out, err = capfd.readouterr()
+    assert "broken.ipynb: not a readable notebook, left as it is (" in out
+    assert re.search(r"^broken\.ipynb: rc [1-9]\d*, \d+ s, finished ", out, re.M), out
+    assert re.search(r"^good\.ipynb: rc 0, \d+ s, finished ", out, re.M), out
+    assert re.search(r"^total: \d+ s \(.* min\) for 2 notebooks; FAILED: broken\.ipynb$", out, re.M), out
+    outputs = nbformat.read(tmp_path / "good.ipynb", as_version=4).cells[0].outputs
+    assert any("42" in o.get("text", "") for o in outputs)                 # the next notebook ran
+    assert any("a warning of the notebook itself" in o.get("text", "") for o in outputs)   # warnings stay
+    assert (tmp_path / "broken.ipynb").read_text() == text[:len(text) // 2]
+    if run_notebooks.encryption_options():
+        assert "without encryption" not in out + err
