@@ -390,7 +390,7 @@ def load_or_train(config: dict, model_class: type, train_fn: Callable, data: tor
     Before step 1 of 3, a run estimated above `max_train_minutes` (None: no limit) raises
     TrainingTooLong with one message: why it would train, the estimate here, and the two ways on
     (raise MAX_TRAIN_MINUTES in the config cell, or `hint`, e.g. 'use the laptop preset:
-    PRESET = "laptop"'; default: undo the edit). In quick mode (`quick`, default is_quick_mode())
+    PRESET = "laptop"'; default: undo the edit, or lower num_steps where nothing is shipped). In quick mode (`quick`, default is_quick_mode())
     3 trains a stand-in of QUICK_TRAIN_STEPS steps instead, whatever the estimate, cached as
     quick<steps>_<model>_<tag>.pt (a full run never loads it); its payload has quick_stand_in: True,
     quick_steps and full_num_steps, and one line says so.
@@ -458,7 +458,7 @@ def load_or_train(config: dict, model_class: type, train_fn: Callable, data: tor
         raise TrainingTooLong(
             f"not training: it would train because {why}, but {estimate}, more than max_train_minutes = "
             f"{max_train_minutes:g}. Two ways on: set MAX_TRAIN_MINUTES = {enough} in the config cell and re-run, "
-            f"or {hint or 'undo the edit, so that the shipped model loads'}")
+            f"or {hint or ('undo the edit, so that the shipped model loads' if shipped_path else 'lower num_steps')}")
     print(f"training because {why}. {estimate}; "
           f"progress is saved every 2 min beside {cache_path.name}, so an interrupted run resumes")
     return train_from_config(config, model_class, train_fn, data, cache_path, device=device, progress=progress)
