@@ -22,15 +22,17 @@ class PlainMLP(nn.Module):
     784 numbers out. t enters as one number t/T ("scalar") or, from section 4 on, as its
     sinusoidal embedding ("sinusoidal")."""
 
-    def __init__(self, hidden: int = 512, depth: int = 2, time_embedding: str = "scalar", time_dim: int = 128,
-                 num_timesteps: int = 1000):
+    def __init__(self, hidden: int = 512, depth: int = 2, time_embedding: str = "scalar",
+                 time_dim: int = 128, num_timesteps: int = 1000):
         super().__init__()
         if hidden < 1 or depth < 1:
             raise ValueError(f"hidden and depth must be >= 1, got hidden={hidden}, depth={depth}")
         if time_embedding not in ("scalar", "sinusoidal"):
-            raise ValueError(f"time_embedding must be 'scalar' or 'sinusoidal', got {time_embedding!r}")
-        self.time_embedding, self.time_dim, self.num_timesteps = time_embedding, time_dim, num_timesteps
-        layers, width = [], 28 * 28 + (1 if time_embedding == "scalar" else time_dim)   # pixels and time
+            raise ValueError(
+                f"time_embedding must be 'scalar' or 'sinusoidal', got {time_embedding!r}")
+        self.time_embedding, self.time_dim, self.num_timesteps = \
+            time_embedding, time_dim, num_timesteps
+        layers, width = [], 28 * 28 + (1 if time_embedding == "scalar" else time_dim)  # pixels, t
         for _ in range(depth):
             layers += [nn.Linear(width, hidden), nn.ReLU()]
             width = hidden
@@ -38,10 +40,11 @@ class PlainMLP(nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         if self.time_embedding == "scalar":
-            time = t.float()[:, None] / self.num_timesteps                # (B, 1): t as one number in [0, 1)
+            time = t.float()[:, None] / self.num_timesteps          # (B, 1): t/T in [0, 1)
         else:
-            time = sinusoidal_embedding(t, self.time_dim)                 # (B, time_dim)
-        return self.net(torch.cat([x.flatten(1), time], dim=1)).view_as(x)   # (B, 784 + time) -> (B, 1, 28, 28)
+            time = sinusoidal_embedding(t, self.time_dim)           # (B, time_dim)
+        return self.net(torch.cat([x.flatten(1), time],             # (B, 784 + time)
+                                  dim=1)).view_as(x)                # -> (B, 1, 28, 28)
 
 
 class EMA:
@@ -71,13 +74,14 @@ class EMA:
         """Move the shadow weights towards `model`'s; call after every optimizer step."""
         decay = self.current_decay()
         for shadow, weight in zip(self.model.parameters(), model.parameters()):
-            shadow.lerp_(weight.detach(), 1.0 - decay)                    # shadow += (1 - decay)(w - shadow)
+            shadow.lerp_(weight.detach(), 1.0 - decay)        # shadow += (1 - decay)(w - shadow)
         for shadow, buffer in zip(self.model.buffers(), model.buffers()):
             shadow.copy_(buffer)
         self.num_updates += 1
 
     def state_dict(self) -> dict:
-        return {"decay": self.decay, "num_updates": self.num_updates, "model": self.model.state_dict()}
+        return {"decay": self.decay, "num_updates": self.num_updates,
+                "model": self.model.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         self.decay, self.num_updates = state["decay"], state["num_updates"]
@@ -85,67 +89,59 @@ class EMA:
 
 
 class Trainer:
-    """Algorithm 1 in a loop, with the paper's recipe: random batches of `data` (N, 1, 28, 28) in
-    [-1, 1], on the device to train on; Adam at a constant lr; the gradient norm clipped; an EMA of
-    the weights. Each piece is a method, so a later notebook can change one piece and keep the rest."""
-
+    """Algorithm 1 in a loop with the paper's recipe: random batches of `data` (N, 1, 28, 28) in
+    [-1, 1] on its device; Adam at a constant lr; gradient norm clipping; an EMA of the weights."""
     def __init__(self, model, schedule, data, *, num_steps, batch_size=128, lr=2e-4, grad_clip=1.0,
                  ema_decay=0.9999, seed=0):
-        du.check_image_range(data, "training data")                      # [0, 1] or [0, 255] data is refused
+        du.check_image_range(data, "training data")             # [0, 1] or [0, 255] data is refused
         self.data, self.device = data, data.device
         self.model, self.schedule = model.to(self.device).train(), schedule.to(self.device)
-        self.num_steps, self.batch_size, self.lr, self.grad_clip = num_steps, batch_size, lr, grad_clip
+        self.num_steps, self.batch_size, self.lr, self.grad_clip = \
+            num_steps, batch_size, lr, grad_clip
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=lr)
         self.ema = EMA(self.model, ema_decay)
-        self.generator = torch.Generator(device=self.device).manual_seed(seed)   # draws the batches, t and the noise
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)   # batches, t, noise
         self.losses = []
 
     def learning_rate(self, step: int) -> float:
-        """The lr of step `step`: the paper's is constant."""
-        return self.lr
+        return self.lr                                           # the paper's lr is constant
 
-    def batch(self) -> tuple[torch.Tensor, dict]:
-        """Random training images x0 (B, 1, 28, 28) and the network's other inputs for them."""
+    def batch(self) -> tuple[torch.Tensor, dict]:   # random x0 (B, 1, 28, 28), the other inputs
         index = torch.randint(0, self.data.shape[0], (self.batch_size,), generator=self.generator,
-                              device=self.device)                         # (B,) Algorithm 1 line 2
+                              device=self.device)                # (B,) Algorithm 1 line 2
         return self.data[index], self.model_inputs(index)
 
     def model_inputs(self, index: torch.Tensor) -> dict:
-        """Keyword arguments of the network besides x_t and t, for the images `index` (B,): none here."""
-        return {}
+        return {}                     # keyword arguments of the network besides x_t, t: none here
 
-    def loss(self, x0: torch.Tensor, model_inputs: dict) -> torch.Tensor:
-        """Algorithm 1 lines 3-5, as written out in section 2: t, eps, x_t and the MSE of Eq. 14."""
+    def loss(self, x0: torch.Tensor, model_inputs: dict) -> torch.Tensor:   # lines 3-5, Eq. 14
         denoiser = functools.partial(self.model, **model_inputs)          # eps_theta(x_t, t)
         return du.diffusion_loss(denoiser, self.schedule, x0, generator=self.generator)
 
     def train_step(self, step: int) -> float:
-        """One step: a batch and its loss, the gradient, its norm clipped, Adam, the EMA. Returns the loss."""
-        for group in self.optimizer.param_groups:                         # a function of the step: resumes exactly
+        for group in self.optimizer.param_groups:      # lr, a function of the step: resumes exactly
             group["lr"] = self.learning_rate(step)
         x0, model_inputs = self.batch()
         loss = self.loss(x0, model_inputs)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if self.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)   # paper: gradient norm clipped at 1
+        if self.grad_clip is not None:                 # paper: gradient norm clipped at 1
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
         self.optimizer.step()
-        self.ema.update(self.model)                                       # the weights we will sample with
+        self.ema.update(self.model)                    # the weights we will sample with
         return loss.item()
 
     def run(self, progress: bool = True, resume=None) -> tuple[nn.Module, list]:
-        """`num_steps` training steps with a progress bar; stops the moment the loss is not finite.
-        Returns (EMA model, list of losses). `resume` (from notebook_support.training) restores a
-        saved run before the first step and saves the state every two minutes, so an interrupted
-        run continues bit-exactly."""
-        state = {"model": self.model, "optimizer": self.optimizer, "ema": self.ema, "generator": self.generator,
-                 "losses": self.losses}
+        """`num_steps` steps (stops at a non-finite loss) -> (EMA model, losses)."""
+        state = {"model": self.model, "optimizer": self.optimizer, "ema": self.ema,
+                 "generator": self.generator, "losses": self.losses}
         start = resume.restore(state) if resume is not None else 0
-        for step in du.progress_bar(range(start, self.num_steps), initial=start, total=self.num_steps,
-                                    desc="training", disable=not progress):
+        for step in du.progress_bar(range(start, self.num_steps), initial=start,
+                                    total=self.num_steps, desc="training", disable=not progress):
             loss = self.train_step(step)
             if not math.isfinite(loss):
-                raise FloatingPointError(f"the loss became {loss} at step {step}: lower lr or check the data")
+                raise FloatingPointError(
+                    f"the loss became {loss} at step {step}: lower lr or check the data")
             self.losses.append(loss)
             if resume is not None:
                 resume.maybe_save(state)
@@ -153,24 +149,24 @@ class Trainer:
         return self.ema.model, self.losses
 
 
-def train(model, schedule, data, *, num_steps, batch_size=128, lr=2e-4, grad_clip=1.0, ema_decay=0.9999, seed=0,
-          progress=True, resume=None):
+def train(model, schedule, data, *, num_steps, batch_size=128, lr=2e-4, grad_clip=1.0,
+          ema_decay=0.9999, seed=0, progress=True, resume=None):
     """Train `model` on `data` with the paper's recipe (a Trainer); returns (EMA model, list of
-    losses). The keywords are a config's: notebook_support.training reads them from this signature."""
-    trainer = Trainer(model, schedule, data, num_steps=num_steps, batch_size=batch_size, lr=lr, grad_clip=grad_clip,
-                      ema_decay=ema_decay, seed=seed)
+    losses). The keywords are a config's: notebook_support.training reads this signature."""
+    trainer = Trainer(model, schedule, data, num_steps=num_steps, batch_size=batch_size, lr=lr,
+                      grad_clip=grad_clip, ema_decay=ema_decay, seed=seed)
     return trainer.run(progress, resume)
 
 
 def sinusoidal_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
     """The Transformer's position encoding (Vaswani et al. 2017), which DDPM uses for t:
-    emb[:, i] = sin(t w_i), emb[:, half + i] = cos(t w_i), w_i = max_period^(-i / half).
-    Computed in float32 whatever the surrounding precision (notebook 3 shows why). (B,) -> (B, dim)."""
+    emb[:, i] = sin(t w_i), emb[:, half + i] = cos(t w_i), w_i = max_period^(-i / half), in
+    float32 whatever the surrounding precision (notebook 3 shows why). (B,) -> (B, dim)."""
     if dim < 2 or dim % 2:
         raise ValueError(f"dim must be an even int >= 2, got {dim}")
     half = dim // 2
     exponents = torch.arange(half, device=t.device, dtype=torch.float32) / half   # (half,)
-    freqs = torch.exp(-math.log(max_period) * exponents)                          # w_i: 1 down to ~1/max_period
+    freqs = torch.exp(-math.log(max_period) * exponents)              # w_i: 1 down to ~1/max_period
     args = t.float()[:, None] * freqs[None, :]                                    # (B, half)
     return torch.cat([torch.sin(args), torch.cos(args)], dim=-1)                  # (B, dim)
 
@@ -182,7 +178,8 @@ class MLPDenoiser(nn.Module):
     1. t enters as a sinusoidal embedding -> Linear-SiLU-Linear, added inside every block;
     2. each block is h <- h + Linear(SiLU(LayerNorm(h) + time)), so depth does not hurt training;
     3. out = mlp(x_t, t) + gain(t) * x_t: at large t the noise is almost x_t itself, 784 independent
-       numbers that a 512-wide layer cannot carry through; one learned gain per t passes them on.
+       numbers that a 512-wide layer cannot carry through; the gain, one number per image computed
+       from the time embedding by Linear(time_dim, 1), passes them on.
     noise_path="constant" uses one learned gain for every t, "none" drops the path (section 4);
     time_mode="none" makes the network blind to t (section 8), which needs a constant gain or none.
     """
@@ -192,10 +189,13 @@ class MLPDenoiser(nn.Module):
         super().__init__()
         if time_mode not in ("sinusoidal", "none"):
             raise ValueError(f"time_mode must be 'sinusoidal' or 'none', got {time_mode!r}")
-        if noise_path not in ("per_t", "constant", "none") or (noise_path, time_mode) == ("per_t", "none"):
-            raise ValueError(f"noise_path must be 'per_t', 'constant' or 'none' ('per_t' needs t), got {noise_path!r}")
-        problems = [f"{name}={value}" for name, value in (("image_size", image_size), ("hidden", hidden),
-                                                          ("depth", depth)) if value < 1]
+        if noise_path not in ("per_t", "constant", "none") or \
+                (noise_path, time_mode) == ("per_t", "none"):
+            raise ValueError(
+        f"noise_path must be 'per_t', 'constant' or 'none' ('per_t' needs t), got {noise_path!r}")
+        problems = [f"{name}={value}" for name, value in (("image_size", image_size),
+                                                          ("hidden", hidden), ("depth", depth))
+                    if value < 1]
         if time_dim < 2 or time_dim % 2:
             problems.append(f"time_dim={time_dim} (must be even)")
         if problems:
@@ -203,7 +203,8 @@ class MLPDenoiser(nn.Module):
         self.time_mode, self.time_dim, self.noise_path = time_mode, time_dim, noise_path
         pixels = image_size * image_size
         if time_mode == "sinusoidal":
-            self.time_mlp = nn.Sequential(nn.Linear(time_dim, time_dim), nn.SiLU(), nn.Linear(time_dim, time_dim))
+            self.time_mlp = nn.Sequential(nn.Linear(time_dim, time_dim), nn.SiLU(),
+                                          nn.Linear(time_dim, time_dim))
             self.time_proj = nn.ModuleList(nn.Linear(time_dim, hidden) for _ in range(depth))
         if noise_path == "per_t":
             self.input_gain = nn.Linear(time_dim, 1)                      # gain(t)
@@ -222,10 +223,10 @@ class MLPDenoiser(nn.Module):
         for i, (linear, norm) in enumerate(zip(self.blocks, self.norms)):
             update = norm(h)
             if self.time_mode == "sinusoidal":
-                update = update + self.time_proj[i](temb)                 # (B, hidden): time enters every block
+                update = update + self.time_proj[i](temb)                 # (B, hidden): t enters
             h = h + linear(F.silu(update))                                # (B, hidden)
         out = self.out(F.silu(h)).reshape(x.shape)                        # (B, 1, 28, 28)
         if self.noise_path == "none":
             return out
-        gain = self.input_gain(temb) if self.noise_path == "per_t" else self.input_gain   # (B, 1) or (1,)
+        gain = self.input_gain(temb) if self.noise_path == "per_t" else self.input_gain  # (B, 1)
         return out + gain.view(-1, 1, 1, 1) * x                           # (B, 1, 28, 28)
