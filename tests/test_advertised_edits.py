@@ -11,8 +11,9 @@ The manifest, tests/advertised_edits.json, is a JSON list of entries, one per ad
 
 What is checked:
 
-(a) The manifest: a list of objects with exactly these keys (the first four required, all strings;
-    `replace` a list of [old, new] string pairs with `old` non-empty; `bullet` a non-empty string),
+(a) The manifest: a list of objects with exactly these keys (the first four required, all non-empty
+    strings but `inject`, which may be "" when `replace` makes the edit; `replace` a list of [old, new]
+    string pairs with `old` non-empty; `bullet` a non-empty string),
     unique (notebook, name) pairs, and only notebooks that exist. An empty manifest passes.
 (b) Each entry's `advertised` text appears in its notebook's markdown (runs of whitespace, such as
     a line wrap, compare equal to one space).
@@ -145,8 +146,11 @@ def test_the_manifest_is_well_formed():
             problems.append(f"{where}: missing keys {sorted(missing)}, unknown keys {sorted(unknown)} "
                             f"(allowed: {sorted(REQUIRED)} and optional {sorted(OPTIONAL)})")
         for key, kind in {**REQUIRED, **OPTIONAL}.items():
-            if key in entry and (not isinstance(entry[key], kind) or (kind is str and not entry[key].strip())):
-                problems.append(f"{where}: {key!r} must be a non-empty {kind.__name__}")
+            may_be_empty = key == "inject" and entry.get("replace")          # an edit made by `replace` alone
+            if key in entry and (not isinstance(entry[key], kind) or (kind is str and not entry[key].strip()
+                                                                      and not may_be_empty)):
+                problems.append(f"{where}: {key!r} must be a non-empty {kind.__name__}"
+                                + (" (or \"\" with a 'replace')" if key == "inject" else ""))
         for pair in entry.get("replace", []) if isinstance(entry.get("replace"), list) else []:
             if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(s, str) for s in pair) and pair[0]):
                 problems.append(f"{where}: each 'replace' item must be [old, new], two strings, old not empty; "
