@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import diffusion_utils as du  # noqa: E402
 from lessons.mlp import MLPDenoiser  # noqa: E402
 from lessons.unet import UNet  # noqa: E402
+from notebook_support.checks import int_at_least  # noqa: E402
 from notebook_support.environment import PROJECT_ROOT, get_device  # noqa: E402
 from notebook_support.export import notebook_config  # noqa: E402
 
@@ -107,10 +108,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     parser.add_argument("--models", nargs="+", default=["mlp", "unet"], choices=["mlp", "unet"])
-    parser.add_argument("--train-steps", type=int, default=20)
-    parser.add_argument("--sample-steps", type=int, default=50)
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    parser.add_argument("--train-steps", type=int_at_least(1), default=20)
+    parser.add_argument("--sample-steps", type=int_at_least(1), default=50)
+    parser.add_argument("--warmup", type=int_at_least(0), default=3)
+    parser.add_argument("--threads", type=int_at_least(1), default=None, help="torch.set_num_threads")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -36,6 +36,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import diffusion_utils as du  # noqa: E402
 from lessons.unet import UNet, train_recipe  # noqa: E402
+from notebook_support.checks import int_at_least  # noqa: E402
 from notebook_support.data import mnist_tensor  # noqa: E402
 from notebook_support.environment import PROJECT_ROOT, get_device  # noqa: E402
 from notebook_support.export import notebook_config  # noqa: E402
@@ -48,9 +49,9 @@ TOLERANCE = 1.5   # the estimate may be off by this factor either way
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=30, help="steps of the real run (default 30)")
-    parser.add_argument("--warm-steps", type=int, default=1, help="warm-up steps before timing each precision (default 1)")
-    parser.add_argument("--timed-steps", type=int, default=2, help="steps timed for each precision (default 2)")
+    parser.add_argument("--steps", type=int_at_least(1), default=30, help="steps of the real run (default 30)")
+    parser.add_argument("--warm-steps", type=int_at_least(0), default=1, help="warm-up steps before timing each precision (default 1)")
+    parser.add_argument("--timed-steps", type=int_at_least(1), default=2, help="steps timed for each precision (default 2)")
     args = parser.parse_args()
     started, load_before = time.perf_counter(), os.getloadavg()
     device = get_device()

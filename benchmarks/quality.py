@@ -21,6 +21,8 @@ seeded generator, so the clipped and unclipped runs of one model start from the 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import sys
 import time
 from pathlib import Path
@@ -31,9 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import diffusion_utils as du  # noqa: E402
 from lessons.mlp import MLPDenoiser, PlainMLP  # noqa: E402
 from lessons.unet import UNet  # noqa: E402
-from notebook_support.checkpoints import load_checkpoint  # noqa: E402
+from notebook_support.checkpoints import load_checkpoint, value_fingerprint  # noqa: E402
+from notebook_support.checks import int_at_least  # noqa: E402
 from notebook_support.environment import CHECKPOINT_DIR, PROJECT_ROOT  # noqa: E402
-from notebook_support.evaluation import HEADLINE_N  # noqa: E402
+from notebook_support.evaluation import HEADLINE_N, MIN_INTERVAL_N  # noqa: E402
 from notebook_support.export import notebook_config  # noqa: E402
 from notebook_support.files import atomic_torch_save, load_torch_file  # noqa: E402
 
@@ -87,13 +90,42 @@ def draw(run: str, n: int, seed: int) -> Path:
                        record={"run": run, "model": model_name})
 
 
+def drawn_by(model, schedule, sampler_name: str, clip: bool, n: int, seed: int) -> dict:
+    """What draws a sample file: the weights (a SHA-256 over every tensor's bytes), the sampler, its
+    settings (the grid: num_steps, eta, the step function's code), the schedule (T and a hash of
+    its betas), x0 clipping, n, the seed and the chunk size. draw_digits stores it and reuses a
+    file only when it records the same."""
+    sampler, kwargs = SAMPLERS[sampler_name]
+    weights = hashlib.sha256(json.dumps({k: value_fingerprint(v) for k, v in model.state_dict().items()},
+                                        sort_keys=True).encode())
+    return json.loads(json.dumps({
+        "weights_sha256": weights.hexdigest()[:16], "sampler": sampler_name,
+        "sampler_function": f"{getattr(sampler, '__module__', '')}.{getattr(sampler, '__qualname__', repr(sampler))}",
+        "sampler_kwargs": value_fingerprint(kwargs),
+        "schedule": {"num_timesteps": schedule.num_timesteps, "betas": value_fingerprint(schedule.betas)["sha256"]},
+        "clip_x0": clip, "n": n, "seed": seed, "chunk": CHUNK}))
+
+
+def _drawn_by_changes(stored, wanted: dict, ignore=()) -> str | None:
+    """Why a sample file's record does not fit what would draw it now (None when it does)."""
+    if not isinstance(stored, dict):
+        return "it records nothing of what drew it"
+    differs = sorted(k for k in set(stored) | set(wanted) if k not in ignore and stored.get(k) != wanted.get(k))
+    return f"it was drawn with another {', '.join(differs)}" if differs else None
+
+
 def draw_digits(model, schedule, path: Path, n: int, seed: int, sampler_name: str, clip: bool,
                 record: dict) -> Path:
     """Draw n digits CHUNK at a time, saving to `path` after every chunk; resumes a partial file.
     Chunk i starts from x_T drawn by a generator seeded with (seed, i), so every model and
-    setting drawn with the same seed starts from the same noise. `record` is stored alongside."""
-
-    state = load_torch_file(path, what="partial samples") if path.is_file() else {"chunks": [], "seconds": 0.0}
+    setting drawn with the same seed starts from the same noise. `record` is stored alongside,
+    and so is drawn_by(...): a file drawn by other weights or another setting is drawn again."""
+    identity = drawn_by(model, schedule, sampler_name, clip, n, seed)
+    state = load_torch_file(path, what="partial samples") if path.is_file() else None
+    if state is not None and (why := _drawn_by_changes(state.get("drawn_by"), identity)):
+        print(f"{path.name}: not reused, {why}; drawing again", flush=True)
+        state = None
+    state = state if state is not None else {"chunks": [], "seconds": 0.0}
     num_chunks = -(-n // CHUNK)
     if len(state["chunks"]) == num_chunks:
         print(f"{path.name}: {n} digits already drawn")
@@ -110,7 +142,7 @@ def draw_digits(model, schedule, path: Path, n: int, seed: int, sampler_name: st
         state["seconds"] += time.perf_counter() - started
         state["chunks"].append(images.clamp(-1, 1))
         state.update(record, n=n, seed=seed, sampler=sampler_name, clip_x0=clip, threads=torch.get_num_threads(),
-                     params=sum(p.numel() for p in model.parameters()))
+                     params=sum(p.numel() for p in model.parameters()), drawn_by=identity)
         atomic_torch_save(state, path)
     print(f"{path.name}: {n} digits in {state['seconds']:.0f} s ({n / state['seconds']:.2f} digits/s)")
     return path
@@ -147,6 +179,16 @@ def evaluate(runs: list[str], n: int, seed: int) -> None:
     print(f"real digits (floor): {format_quality(floor)}")
     for run in runs:
         images, record = load_samples(run, n, seed)
+        if run in RUNS:   # drawn by today's shipped model and sampler? (the n of a HEADLINE_N file may differ)
+            model_name, sampler_name, clip = RUNS[run]
+            model, schedule, _ = load_model(model_name)
+            why = _drawn_by_changes(record.get("drawn_by"), drawn_by(model, schedule, sampler_name, clip, n, seed),
+                                    ignore=("n",))
+            if why:
+                print(f"{run}: its drawn digits are not reused, {why}; drawing again", flush=True)
+                draw_digits(model, schedule, sample_file(run, n, seed), n, seed, sampler_name, clip,
+                            record={"run": run, "model": model_name})
+                images, record = load_samples(run, n, seed)
         report = evaluate_samples(images, classifier, seed=seed)
         drawn = record["n"]
         payload = {"run": run, "model": record["model"], "sampler": record["sampler"], "clip_x0": record["clip_x0"],
@@ -164,8 +206,9 @@ def main() -> None:
     parser.add_argument("command", choices=["sample", "evaluate"])
     parser.add_argument("--only", nargs="*", choices=sorted(RUNS) + ["diffusers-compare"],
                         help="runs to do (default: all of RUNS; diffusers-compare: evaluate that script's rows)")
-    parser.add_argument("--n", type=int, default=HEADLINE_N, help="digits per run (the series' headline n)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--n", type=int_at_least(MIN_INTERVAL_N, " (fewer digits have no interval)"), default=HEADLINE_N,
+                        help="digits per run (the series' headline n)")
+    parser.add_argument("--seed", type=int_at_least(0), default=0)
     args = parser.parse_args()
     runs = args.only or list(RUNS)
     if args.command == "evaluate" and "diffusers-compare" in runs:    # the rows of benchmarks/diffusers_compare.py

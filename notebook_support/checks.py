@@ -51,3 +51,21 @@ def check_sampler_inputs(x_T: torch.Tensor | None = None, num_steps=None, *, tau
     check_finite("tau", tau)
     if num_steps is not None:
         check_num_steps(num_steps, maximum=maximum)
+
+
+def int_at_least(low: int, why: str = ""):
+    """An argparse `type` that accepts an int >= low and refuses anything else before any work starts,
+    e.g. parser.add_argument("--steps", type=int_at_least(1))."""
+    import argparse
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an int, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be an int >= {low}{why}, got {value}")
+        return value
+
+    parse.__name__ = f"int >= {low}"   # argparse names the type in its messages
+    return parse

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import math
 import time
 import warnings
 from pathlib import Path
@@ -43,6 +44,9 @@ from .metrics import feature_statistics, frechet_distance, kernel_inception_dist
 
 CLASSIFIER_PATH = CHECKPOINT_DIR / "mnist_classifier.pt"
 CLASSIFIER_CONFIG = {"model": "mnist_classifier", "channels": [32, 64], "features": 128, "dropout": 0.25}
+# Below this n a bootstrap resample is likely to draw one digit n times, and KID's interval is then
+# undefined (its unbiased estimate pairs only different digits): evaluate_samples refuses such an n.
+MIN_INTERVAL_N = 5
 MIN_COMPARABLE_N = 256  # below this FID is far from its large-n value (and rank-deficient below 129)
 HEADLINE_N = 2000  # the series' one n for headline figures; "x floor" is quoted at this n only
 
@@ -232,6 +236,7 @@ def evaluate_samples(images: torch.Tensor, classifier: MNISTClassifier | None = 
     _check_images(images)
     n = int(images.shape[0])
     check_scoring(n, k, seed, num_resamples)
+    check_evaluation_n(n, num_resamples)
     if n < MIN_COMPARABLE_N:
         warnings.warn(f"FID from n = {n} samples is biased upwards (and below 129 samples the 128-d "
                       "covariance is singular): compare it only with FIDs at the same n, or use KID",
@@ -242,8 +247,30 @@ def evaluate_samples(images: torch.Tensor, classifier: MNISTClassifier | None = 
               **score_features(feats, prepared_reference(classifier, root), seed=seed, k=k,
                                num_resamples=num_resamples),
               **class_coverage(probs)}
+    for name, measure in report.items():   # an interval a degenerate resample left undefined: None, with why
+        if isinstance(measure, dict) and "low" in measure and not all(
+                math.isfinite(measure[f]) for f in ("value", "low", "high")):
+            report[name] = {**{f: measure[f] if math.isfinite(measure[f]) else None for f in ("value", "low", "high")},
+                            "reason": f"a bootstrap resample drew one digit all {n} times, for which {name} is "
+                                      "undefined; draw more digits"}
     report["seconds"] = time.perf_counter() - start
     return report
+
+
+def check_evaluation_n(n: int, num_resamples: int = 100) -> None:
+    """Before any work: refuse n below MIN_INTERVAL_N (ValueError), and warn where a bootstrap
+    resample may still draw one digit n times (probability n^(1-n) each), leaving KID's interval
+    undefined (it is then reported as None with a reason)."""
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise TypeError(f"n must be an int, got {type(n).__name__} {n!r}")
+    if n < MIN_INTERVAL_N:
+        raise ValueError(f"n = {n} digits are too few to measure: below {MIN_INTERVAL_N} a bootstrap resample of n "
+                         f"digits is likely to draw one digit n times, and KID's interval is undefined (NaN); "
+                         f"draw at least {MIN_INTERVAL_N} (MIN_INTERVAL_N)")
+    chance = 1 - (1 - float(n) ** (1 - n)) ** num_resamples
+    if chance > 1e-3:
+        warnings.warn(f"at n = {n}, one of the {num_resamples} bootstrap resamples draws a single digit {n} times "
+                      f"with probability {chance:.1%}: KID's interval would then be reported as None", stacklevel=3)
 
 
 def real_data_floor(n: int, classifier: MNISTClassifier | None = None, root: str | Path = DATA_DIR, *,

@@ -185,7 +185,7 @@ def result_problems(result: dict) -> list[str]:
     """Why a result record (or one row of a series) cannot be quoted, each naming the field: n not
     an int >= 2; a number that is not finite; a time (a key such as seconds, seconds_per_step,
     digits_per_second) that is not positive; a measure ({"value", "low", "high"}) whose fields are
-    not numbers, unless its value is an explicit None with a "reason" beside it."""
+    not numbers, unless they are an explicit None with a "reason" beside them."""
     problems = []
     n = result.get("n")
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 2):
@@ -194,12 +194,11 @@ def result_problems(result: dict) -> list[str]:
 
     def walk(value, where: str, key: str | None) -> None:
         if isinstance(value, dict):
-            explicit_none = value.get("value", 0) is None and isinstance(value.get("reason"), str) \
-                and value["reason"].strip()
-            if "value" in value and ("low" in value or "high" in value) and not explicit_none:
-                problems.extend(f"{where}.{f} is {value[f]!r}: a measure needs a number (or value null with a "
-                                f"'reason')" for f in ("value", "low", "high")
-                                if f in value and (isinstance(value[f], bool) or not isinstance(value[f], (int, float))))
+            reason = isinstance(value.get("reason"), str) and value["reason"].strip()   # None is then explicit
+            if "value" in value and ("low" in value or "high" in value):
+                problems.extend(f"{where}.{f} is {value[f]!r}: a measure needs a number (or null with a 'reason')"
+                                for f in ("value", "low", "high") if f in value and not (value[f] is None and reason)
+                                and (isinstance(value[f], bool) or not isinstance(value[f], (int, float))))
             for k, v in value.items():
                 walk(v, f"{where}.{k}" if where else str(k), str(k))
         elif isinstance(value, list):

@@ -16,6 +16,7 @@ import re
 import subprocess
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 
 import pytest
@@ -59,7 +60,7 @@ def _write(tmp_path, name="demo", payload=None, **kwargs):
     ({"seconds_per_step": -0.5}, {}, r"seconds_per_step is -0.5: a time must be positive"),
     ({"variants": {"eps": {"seconds_per_step": 0.0}}}, {}, r"variants.eps.seconds_per_step is 0.0: a time must be"),
     ({"digits_per_second": 0}, {}, r"digits_per_second is 0"),
-    ({"report": {"fid": {"value": None, "low": 1.0, "high": 2.0}}}, {}, r"report.fid.value is None: a measure needs"),
+    ({"report": {"fid": {"value": None, "low": 1.0, "high": 2.0}}}, {}, r"report.fid.value is None: a measure needs a number"),
     ({"report": {"fid": {"value": "20", "low": 1.0, "high": 2.0}}}, {}, r"report.fid.value is '20'"),
     ({}, {"n": 1}, r"n must be None or an int >= 2"),
     ({}, {"seconds": 0}, r"seconds must be a finite number > 0"),
@@ -277,3 +278,78 @@ def test_a_broken_notebook_is_logged_by_name_and_the_rest_run(tmp_path, monkeypa
     assert (tmp_path / "broken.ipynb").read_text() == text[:len(text) // 2]
     if run_notebooks.encryption_options():
         assert "without encryption" not in out + err
+
+
+# ---------------------------------------------------------------------------------------------
+# Drawn samples know what drew them
+# ---------------------------------------------------------------------------------------------
+
+quality = _script_module("benchmarks/quality.py", "quality_round3")
+
+
+def _mlp28(seed: int) -> MLPDenoiser:
+    torch.manual_seed(seed)
+    return MLPDenoiser(image_size=28, hidden=16, depth=1, time_dim=8).eval()
+
+
+def test_drawn_samples_are_reused_only_when_everything_that_drew_them_matches(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(quality.SAMPLERS, "tiny2", (du.ddim_sample, {"num_steps": 2}))
+    monkeypatch.setitem(quality.SAMPLERS, "tiny3", (du.ddim_sample, {"num_steps": 3}))
+    schedule, path = du.DiffusionSchedule(num_timesteps=20, schedule="cosine"), tmp_path / "run_n6_seed0.pt"
+
+    def draw(model, sampler="tiny2", clip=True, seed=0):
+        quality.draw_digits(model, schedule, path, 6, seed, sampler, clip, record={"run": "run", "model": "tiny"})
+        return capsys.readouterr().out
+
+    first = _mlp28(0)
+    draw(first)
+    stored = files.load_torch_file(path)
+    assert stored["drawn_by"] == quality.drawn_by(first, schedule, "tiny2", True, 6, 0)
+    assert "6 digits already drawn" in draw(_mlp28(0))                       # the same weights, another object
+    out = draw(_mlp28(1))                                                     # another model of the same config
+    assert f"{path.name}: not reused, it was drawn with another weights_sha256; drawing again" in out, out
+    assert files.load_torch_file(path)["drawn_by"]["weights_sha256"] != stored["drawn_by"]["weights_sha256"]
+    for changes, field in (({"sampler": "tiny3"}, "sampler, sampler_kwargs"), ({"sampler": "tiny3", "clip": False}, "clip_x0")):
+        assert f"not reused, it was drawn with another {field}; drawing again" in draw(_mlp28(1), **changes)
+    legacy = files.load_torch_file(path)
+    legacy.pop("drawn_by")
+    torch.save(legacy, path)                                                  # a file from before the record
+    assert "not reused, it records nothing of what drew it; drawing again" in draw(_mlp28(1), clip=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks before work
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("script, arguments, match", [
+    ("what_to_predict.py", ["speed", "--steps", "-5"], "argument --steps: must be an int >= 1, got -5"),
+    ("what_to_predict.py", ["speed", "--steps", "0"], "argument --steps: must be an int >= 1, got 0"),
+    ("what_to_predict.py", ["run", "--variant", "eps", "--steps", "0"], "argument --steps: must be an int >= 1"),
+    ("what_to_predict.py", ["run", "--variant", "eps", "--n", "4"], "argument --n: must be an int >= 5"),
+    ("quality.py", ["sample", "--n", "0"], "argument --n: must be an int >= 5 (fewer digits have no interval), got 0"),
+    ("quality.py", ["sample", "--n", "-5"], "argument --n: must be an int >= 5"),
+    ("samplers.py", ["quality", "--n", "0"], "argument --n: must be an int >= 5"),
+])
+def test_benchmark_arguments_are_checked_before_any_work(script, arguments, match):
+    result = subprocess.run([sys.executable, str(PROJECT_ROOT / "benchmarks" / script), *arguments],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and match in result.stderr, result.stderr
+    assert "already drawn" not in result.stdout and "->" not in result.stdout
+
+
+def test_the_evaluator_refuses_too_few_digits_before_any_work():
+    from notebook_support import evaluation
+
+    class NoClassifier:
+        def __call__(self, *args):
+            raise AssertionError("the classifier ran")
+
+    with pytest.raises(ValueError, match=r"n = 4 digits are too few to measure: below 5 a bootstrap resample"):
+        evaluation.evaluate_samples(torch.zeros(4, 1, 28, 28), NoClassifier())
+    with pytest.warns(UserWarning, match=r"at n = 5, one of the 100 bootstrap resamples draws a single digit 5 times "
+                                         r"with probability 14.8%"):
+        evaluation.check_evaluation_n(5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        evaluation.check_evaluation_n(8)                                      # 100 x 8^-7: no warning
