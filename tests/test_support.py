@@ -656,9 +656,9 @@ def tiny_classifier(monkeypatch):
 def test_evaluate_samples_warns_below_min_comparable_n(fake_test_split, tiny_classifier):
     mnist_root = fake_test_split[0]
     images = torch.rand(ev.MIN_COMPARABLE_N, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    with pytest.warns(UserWarning, match=r"FID from n = 2 samples is biased upwards"):
-        report = ev.evaluate_samples(images[:2], tiny_classifier, root=mnist_root)
-    assert report["n"] == 2
+    with pytest.warns(UserWarning, match=r"FID from n = 8 samples is biased upwards"):   # below 5 it is refused
+        report = ev.evaluate_samples(images[:8], tiny_classifier, root=mnist_root)
+    assert report["n"] == 8
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         report = ev.evaluate_samples(images, tiny_classifier, root=mnist_root)
