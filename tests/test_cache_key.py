@@ -213,7 +213,7 @@ def test_the_shipped_models_do_not_load_for_other_data_or_labels(mnist):
 # 2. the training loop's code
 # ---------------------------------------------------------------------------------------------
 
-EMA_LINE = "        self.ema.update(self.model)                                       # the weights we will sample with\n"
+EMA_CALL = "        self.ema.update(self.model)"   # Trainer.train_step's EMA update (its comment may move)
 
 
 @pytest.fixture
@@ -223,7 +223,8 @@ def loop_copies(tmp_path, monkeypatch):
     lessons/unet.py (notebook 3's RecipeTrainer) built on the first two."""
     monkeypatch.setattr(checkpoints, "PROJECT_ROOT", tmp_path)
     source = (PROJECT_ROOT / "lessons" / "mlp.py").read_text(encoding="utf-8")
-    assert source.count(EMA_LINE) == 1
+    ema_line = next(line for line in source.splitlines(keepends=True) if line.startswith(EMA_CALL))
+    assert source.count(ema_line) == 1
     commented = source.replace("        self.optimizer.zero_grad(set_to_none=True)\n",
                                "\n        # a fresh gradient for every step\n"
                                "        self.optimizer.zero_grad(set_to_none=True)  # (no accumulation)\n\n")
@@ -231,7 +232,7 @@ def loop_copies(tmp_path, monkeypatch):
     recipe = (PROJECT_ROOT / "lessons" / "unet.py").read_text(encoding="utf-8")
     assert recipe.count("from lessons.mlp import Trainer, ") == 1
     modules = {}
-    for name, text in (("loop_shipped", source), ("loop_no_ema", source.replace(EMA_LINE, "")),
+    for name, text in (("loop_shipped", source), ("loop_no_ema", source.replace(ema_line, "")),
                        ("loop_commented", commented),
                        ("recipe_on_shipped", recipe.replace("from lessons.mlp import", "from loop_shipped import")),
                        ("recipe_on_no_ema", recipe.replace("from lessons.mlp import", "from loop_no_ema import")),
@@ -673,3 +674,35 @@ def test_exported_code_reads_no_value_set_outside_the_export_cells(notebook):
                           for n in ast.walk(target) if isinstance(n, ast.Name)}
     assert exported, notebook
     assert exported & elsewhere == set()
+
+
+def test_a_key_format_change_is_restamped_only_where_the_code_is_unchanged(tmp_path):
+    """A copy of unet_laptop.pt stamped in the key's first format (source lines, no constants) is
+    re-stamped into today's format with weights bit-identical; a copy whose first-format key was
+    for other code (one method's digest differs) is refused."""
+    spec = importlib.util.spec_from_file_location("restamp_checkpoints", PROJECT_ROOT / "scripts" / "restamp_checkpoints.py")
+    restamp = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(restamp)
+    original = torch.load(PROJECT_ROOT / "checkpoints" / "unet_laptop.pt", weights_only=True)
+    config = shipped_config("unet_laptop.pt")
+    with restamp.legacy_key_format():
+        legacy = {"architecture": checkpoints.architecture_fingerprint(UNet(**config["model_kwargs"])),
+                  "training_code": checkpoints.training_fingerprint(train_recipe)[0]}
+    assert legacy["architecture"] != original["architecture"]
+    (tmp_path / "same").mkdir(), (tmp_path / "other").mkdir()
+    torch.save({**original, **legacy}, tmp_path / "same" / "unet_laptop.pt")
+    other = json.loads(json.dumps(legacy))
+    other["architecture"]["parts"]["ResBlock.forward"] = "0" * 12
+    torch.save({**original, **other}, tmp_path / "other" / "unet_laptop.pt")
+    outputs = {}
+    for folder in ("same", "other"):
+        result = subprocess.run([sys.executable, str(PROJECT_ROOT / "scripts" / "restamp_checkpoints.py"), "--folder",
+                                 str(tmp_path / folder)], capture_output=True, text=True, timeout=300)
+        outputs[folder] = result.stdout + result.stderr
+    assert "unet_laptop.pt: re-stamped (training_code, architecture); weights bit-identical" in outputs["same"]
+    after = torch.load(tmp_path / "same" / "unet_laptop.pt", weights_only=True)
+    assert after["architecture"] == original["architecture"] and after["training_code"] == original["training_code"]
+    assert all(torch.equal(after["state_dict"][k], v) for k, v in original["state_dict"].items())
+    assert "the key's format changed" in after["restamped"]["reason"]
+    assert "unet_laptop.pt: not re-stamped, its config or model code does not fit its notebook: model code: " \
+           in outputs["other"], outputs["other"]
