@@ -462,11 +462,20 @@ def readme_regions(text: str) -> list[tuple[str, int, int]]:
 def render_region(name: str, current: str = "") -> str:
     """The markdown of region `name`, or, when a file it reads does not exist yet, one line saying
     which command makes it."""
-    table = README_TABLES[name]
+    from notebook_support import results   # LOADED_FILES: the result files this table read
+
+    table, first = README_TABLES[name], len(results.LOADED_FILES)
     try:
         return table.render(current).strip("\n")
     except FileNotFoundError:
         return f"_(no result file yet: run `{table.command}`)_"
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+        read = results.LOADED_FILES[first:]
+        what = f"the field {exc.args[0]!r} is missing" if isinstance(exc, KeyError) and exc.args else \
+            f"{type(exc).__name__}: {exc}"
+        raise ValueError(f"table {name!r} cannot be rendered: {what}" +
+                         (f" (it read {', '.join(dict.fromkeys(read))}; the last one read is the likeliest at fault)"
+                          if read and "cannot be quoted" not in str(exc) else "")) from exc
 
 
 def render_readme(text: str) -> str:
@@ -765,7 +774,12 @@ def main(argv: list[str] | None = None) -> int:
     status = 0
     for path in files:
         text = path.read_text(encoding="utf-8")
-        diff = readme_drift(text, label=path.name)
+        try:
+            diff = readme_drift(text, label=path.name)
+        except ValueError as exc:   # a result file it cannot render: named, and nothing is written
+            print(f"{path.name}: {exc}", file=sys.stderr)
+            status = 1
+            continue
         if args.check:
             if diff:
                 print(diff, end="")
