@@ -18,7 +18,7 @@ from lessons.mlp import Trainer, sinusoidal_embedding   # written and checked in
 
 
 class TimeMLP(nn.Module):
-    """The U-Net's clock: sinusoidal features of t (notebook 2), then Linear-SiLU-Linear, as in DDPM."""
+    """The U-Net's clock: sinusoidal features of t (notebook 2), then Linear-SiLU-Linear (DDPM)."""
 
     def __init__(self, dim: int, hidden: int):
         super().__init__()
@@ -33,7 +33,8 @@ class ResBlock(nn.Module):
     """GroupNorm-SiLU-Conv, + the time embedding (Linear, broadcast over H and W), GroupNorm-SiLU-
     Dropout-Conv, plus a (1x1-projected) shortcut: the residual block of the DDPM U-Net."""
 
-    def __init__(self, in_ch: int, out_ch: int, time_dim: int, dropout: float = 0.1, groups: int = 8):
+    def __init__(self, in_ch: int, out_ch: int, time_dim: int, dropout: float = 0.1,
+                 groups: int = 8):
         super().__init__()
         self.norm1 = nn.GroupNorm(groups, in_ch)
         self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
@@ -45,7 +46,7 @@ class ResBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
         h = self.conv1(F.silu(self.norm1(x)))                         # (B, out_ch, H, W)
-        h = h + self.time_proj(F.silu(temb))[:, :, None, None]        # (B, out_ch) -> (B, out_ch, 1, 1), broadcast
+        h = h + self.time_proj(F.silu(temb))[:, :, None, None]        # (B, out_ch, 1, 1), broadcast
         h = self.conv2(self.dropout(F.silu(self.norm2(h))))           # (B, out_ch, H, W)
         return h + self.shortcut(x)
 
@@ -62,12 +63,13 @@ class SelfAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
         q, k, v = self.qkv(self.norm(x)).reshape(b, 3, c, h * w).unbind(1)   # each (B, C, HW)
-        out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))  # (B, HW, C)
+        out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2),
+                                             v.transpose(1, 2))              # (B, HW, C)
         return x + self.proj(out.transpose(1, 2).reshape(b, c, h, w))        # (B, C, H, W)
 
 
 class Downsample(nn.Module):
-    """Halve H and W with a stride-2 3x3 conv: 28 -> 14 -> 7, exact for 28x28 (no padding tricks)."""
+    """Halve H and W with a stride-2 3x3 conv: 28 -> 14 -> 7, exact for 28x28."""
 
     def __init__(self, channels: int):
         super().__init__()
@@ -89,34 +91,32 @@ class Upsample(nn.Module):
 
 
 class UNet(nn.Module):
-    """Time-conditioned U-Net for (B, 1, 28, 28) with levels at 28, 14 and 7 pixels.
+    """Time-conditioned U-Net for (B, 1, 28, 28), levels at 28, 14 and 7 pixels (section 3)."""
 
-    base_channels * channel_mults gives the width of each level; each level has `num_res_blocks`
-    ResBlocks (self-attention after them at the resolutions in `attention_resolutions`), then a
-    Downsample. The bottleneck is ResBlock-SelfAttention-ResBlock. The decoder mirrors the
-    encoder: each of its ResBlocks takes the matching encoder activation concatenated (the skip
-    connection); Upsample doubles the size back. Every ResBlock receives the time embedding.
-    """
-
-    def __init__(self, in_channels: int = 1, base_channels: int = 32, channel_mults: tuple[int, ...] = (1, 2, 2),
-                 num_res_blocks: int = 2, attention_resolutions: tuple[int, ...] = (7,), dropout: float = 0.1,
+    def __init__(self, in_channels: int = 1, base_channels: int = 32,
+                 channel_mults: tuple[int, ...] = (1, 2, 2), num_res_blocks: int = 2,
+                 attention_resolutions: tuple[int, ...] = (7,), dropout: float = 0.1,
                  image_size: int = 28, groups: int = 8):
         super().__init__()
-        resolutions = [image_size // 2 ** level for level in range(len(channel_mults))]   # 28, 14, 7
+        resolutions = [image_size // 2 ** level for level in range(len(channel_mults))]  # 28, 14, 7
         problems = []
         if not channel_mults or any(not isinstance(m, int) or m < 1 for m in channel_mults):
-            problems.append(f"channel_mults must be a non-empty list of positive ints, got {channel_mults!r}")
+            problems.append(
+                f"channel_mults must be a non-empty list of positive ints, got {channel_mults!r}")
         elif image_size % 2 ** (len(channel_mults) - 1):
-            problems.append(f"image_size {image_size} must be divisible by 2**{len(channel_mults) - 1}")
+            problems.append(
+                f"image_size {image_size} must be divisible by 2**{len(channel_mults) - 1}")
         if base_channels < groups or base_channels % groups:
-            problems.append(f"base_channels must be a positive multiple of groups={groups}, got {base_channels}")
+            problems.append(
+              f"base_channels must be a positive multiple of groups={groups}, got {base_channels}")
         if num_res_blocks < 1:
             problems.append(f"num_res_blocks must be >= 1, got {num_res_blocks}")
         if not 0 <= dropout < 1:
             problems.append(f"dropout must lie in [0, 1), got {dropout}")
         if set(attention_resolutions) - set(resolutions):
-            problems.append(f"attention_resolutions {list(attention_resolutions)} must be among the "
-                            f"resolutions {resolutions}")
+            problems.append(
+                f"attention_resolutions {list(attention_resolutions)} must be among the "
+                f"resolutions {resolutions}")
         if problems:
             raise ValueError("; ".join(problems))
         time_dim = 4 * base_channels
@@ -128,7 +128,8 @@ class UNet(nn.Module):
         ch = base_channels
         for level, (mult, res) in enumerate(zip(channel_mults, resolutions)):
             for _ in range(num_res_blocks):
-                layers = nn.ModuleList([ResBlock(ch, base_channels * mult, time_dim, dropout, groups)])
+                layers = nn.ModuleList([ResBlock(ch, base_channels * mult, time_dim, dropout,
+                                                 groups)])
                 ch = base_channels * mult
                 if res in attention_resolutions:
                     layers.append(SelfAttention(ch, groups))
@@ -138,7 +139,8 @@ class UNet(nn.Module):
                 self.down.append(nn.ModuleList([Downsample(ch)]))
                 skip_channels.append(ch)
 
-        self.mid = nn.ModuleList([ResBlock(ch, ch, time_dim, dropout, groups), SelfAttention(ch, groups),
+        self.mid = nn.ModuleList([ResBlock(ch, ch, time_dim, dropout, groups),
+                                  SelfAttention(ch, groups),
                                   ResBlock(ch, ch, time_dim, dropout, groups)])
 
         self.up = nn.ModuleList()
@@ -162,11 +164,11 @@ class UNet(nn.Module):
         return h
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return self.denoise(x, self.time_embed(t))                   # the embedding of t: (B, 4 * base)
+        return self.denoise(x, self.time_embed(t))                   # temb of t: (B, 4 * base)
 
     def denoise(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
-        """The network given the embedding of what it is conditioned on: t here; t plus the class
-        in notebook 4, which adds a class embedding to temb and reuses this method as it is."""
+        """The network given the embedding of what it is conditioned on: t here (notebook 4 adds
+        a class embedding to temb and reuses this method)."""
         h = self.conv_in(x)                                          # (B, base, 28, 28)
         skips = [h]
         for layers in self.down:
@@ -175,22 +177,62 @@ class UNet(nn.Module):
         h = self._run(self.mid, h, temb)                             # (B, C, 7, 7)
         for layers in self.up:
             if isinstance(layers[0], ResBlock):
-                h = torch.cat([h, skips.pop()], dim=1)               # (B, C + C_skip, H, W): the skip connection
+                h = torch.cat([h, skips.pop()], dim=1)               # (B, C + C_skip, H, W): skip
             h = self._run(layers, h, temb)
         return self.conv_out(F.silu(self.norm_out(h)))               # (B, 1, 28, 28)
 
 
-# Section 6b: few-step samplers for the same eps-model, as solvers of the probability-flow ODE
+class RecipeTrainer(Trainer):
+    """Notebook 2's loop with the laptop recipe's three changes to training, each off by default
+    (then it is notebook 2's loop exactly): a linear lr warm-up over `warmup_steps` and, with
+    lr_decay="cosine", a cosine decay to 0 at the last step; min-SNR-gamma loss weights
+    (`min_snr_gamma`); bfloat16 autocast for the network's forward pass (`bf16`, CPU or CUDA)."""
+
+    def __init__(self, model, schedule, data, *, warmup_steps=0, lr_decay="none",
+                 min_snr_gamma=None, bf16=False, **settings):
+        if lr_decay not in ("none", "cosine"):
+            raise ValueError(f"lr_decay must be 'none' or 'cosine', got {lr_decay!r}")
+        super().__init__(model, schedule, data, **settings)
+        self.warmup_steps, self.lr_decay, self.min_snr_gamma, self.bf16 = \
+            warmup_steps, lr_decay, min_snr_gamma, bf16
+
+    def learning_rate(self, step: int) -> float:
+        """lr / warmup_steps rising to lr over the warm-up, then constant or a cosine down to 0."""
+        if step < self.warmup_steps:
+            return self.lr * (step + 1) / self.warmup_steps
+        if self.lr_decay == "cosine":
+            # 0 -> 1 after the warm-up
+            progress = (step - self.warmup_steps) / max(1, self.num_steps - self.warmup_steps)
+            return self.lr * 0.5 * (1 + math.cos(math.pi * progress))
+        return self.lr
+
+    def loss(self, x0: torch.Tensor, model_inputs: dict) -> torch.Tensor:
+        """Eq. 14 with min-SNR-gamma weights (du.diffusion_loss), the network run in bfloat16
+        autocast when bf16 (the sinusoidal features, the loss and the weights stay float32)."""
+        denoiser = functools.partial(self.model, **model_inputs)
+        # bf16: the forward pass only
+        with torch.autocast(x0.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            return du.diffusion_loss(denoiser, self.schedule, x0, generator=self.generator,
+                                     min_snr_gamma=self.min_snr_gamma)
+
+
+def train_recipe(model, schedule, data, *, num_steps, batch_size=128, lr=2e-4, grad_clip=1.0,
+                 ema_decay=0.9999, seed=0, warmup_steps=0, lr_decay="none", min_snr_gamma=None,
+                 bf16=False, progress=True, resume=None):
+    """Notebook 2's `train` with the laptop recipe's options (a RecipeTrainer); the defaults are
+    the paper's."""
+    trainer = RecipeTrainer(model, schedule, data, num_steps=num_steps, batch_size=batch_size,
+                            lr=lr, grad_clip=grad_clip, ema_decay=ema_decay, seed=seed,
+                            warmup_steps=warmup_steps, lr_decay=lr_decay,
+                            min_snr_gamma=min_snr_gamma, bf16=bf16)
+    return trainer.run(progress, resume)
+
+
+# Section 6: few-step samplers of the same eps-model as solvers of the probability-flow ODE
 #     d xbar / d sigma = eps(x, t),   xbar = x / sqrt(abar),   sigma = sqrt((1 - abar) / abar)
-# Euler is DDIM with eta = 0; Heun is Karras et al. 2022 (Algorithm 1 without noise); DPM-Solver++(2M) is Lu et al. 2022.
-import functools
-
-import diffusion_utils as du
-
-
 def sigma_alpha(schedule, t: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(sigma_t, alpha_t) = (sqrt((1 - abar_t) / abar_t), sqrt(abar_t)) of the timestep index t, as 0-d tensors;
-    t = -1 is the data end of the ODE, abar = 1: (0, 1)."""
+    """(sigma_t, alpha_t) = (sqrt((1 - abar_t) / abar_t), sqrt(abar_t)) of the timestep index t, as
+    0-d tensors; t = -1 is the data end of the ODE, abar = 1: (0, 1)."""
     if t == -1:
         one = torch.ones((), device=schedule.device)
         return torch.zeros_like(one), one
@@ -198,9 +240,10 @@ def sigma_alpha(schedule, t: int) -> tuple[torch.Tensor, torch.Tensor]:
     return schedule.sqrt_recipm1_alphas_cumprod[t], schedule.sqrt_alphas_cumprod[t]
 
 
-def eps_and_x0(model, schedule, x: torch.Tensor, t: int, clip_x0: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """The model's noise estimate eps and the x0 it implies (xbar - sigma eps) at x_t. With clip_x0, x0 is clipped
-    to [-1, 1] and eps recomputed from it (as du.ddim_sample does), so the two stay consistent."""
+def eps_and_x0(model, schedule, x: torch.Tensor, t: int,
+               clip_x0: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's noise estimate eps and the x0 it implies (xbar - sigma eps) at x_t. With clip_x0,
+    x0 is clipped to [-1, 1] and eps recomputed from it (as du.ddim_sample does)."""
     tb = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)      # (B,)
     eps = model(x, tb)                                                         # (B, 1, 28, 28)
     du._check_model_output(eps, x)
@@ -208,46 +251,63 @@ def eps_and_x0(model, schedule, x: torch.Tensor, t: int, clip_x0: bool = False) 
     x0 = x / alpha - sigma * eps                                               # Eq. 4 solved for x0
     if clip_x0:
         x0 = x0.clamp(-1, 1)
-        eps = (x / alpha - x0) / sigma                                         # the noise that fits the clipped x0
+        eps = (x / alpha - x0) / sigma                                      # the noise that fits it
     return eps, x0
 
 
 def euler_step(schedule, x: torch.Tensor, t: int, t_next: int, eps: torch.Tensor) -> torch.Tensor:
-    """One Euler step of d xbar / d sigma = eps from sigma_t to sigma_{t_next}, in x: DDIM's step with eta = 0."""
-    (sigma, alpha), (sigma_next, alpha_next) = sigma_alpha(schedule, t), sigma_alpha(schedule, t_next)
+    """One Euler step of d xbar / d sigma = eps from sigma_t to sigma_{t_next}, in x: DDIM's step
+    with eta = 0."""
+    (sigma, alpha), (sigma_next, alpha_next) = sigma_alpha(schedule, t), \
+        sigma_alpha(schedule, t_next)
     return alpha_next * (x / alpha + (sigma_next - sigma) * eps)
 
 
-def dpm_solver_first_order_step(schedule, x: torch.Tensor, t: int, t_next: int, x0: torch.Tensor) -> torch.Tensor:
-    """DPM-Solver++'s first-order step (Lu et al. 2022, Eq. 8 with k = 1): in xbar, move the fraction
-    1 - sigma_next / sigma of the way to the predicted x0. Since xbar = x0 + sigma eps this is the Euler step."""
-    (sigma, alpha), (sigma_next, alpha_next) = sigma_alpha(schedule, t), sigma_alpha(schedule, t_next)
-    ratio = sigma_next / sigma                                                 # = exp(-h), h = log(sigma / sigma_next)
+def dpm_solver_first_order_step(schedule, x: torch.Tensor, t: int, t_next: int,
+                                x0: torch.Tensor) -> torch.Tensor:
+    """DPM-Solver++'s first-order step (Lu et al. 2022, Eq. 8 with k = 1): in xbar, move the
+    fraction 1 - sigma_next / sigma of the way to the predicted x0 (the Euler step again)."""
+    (sigma, alpha), (sigma_next, alpha_next) = sigma_alpha(schedule, t), \
+        sigma_alpha(schedule, t_next)
+    ratio = sigma_next / sigma                              # = exp(-h), h = log(sigma / sigma_next)
     return alpha_next * (ratio * x / alpha + (1 - ratio) * x0)
 
 
+def dpm_solver_2m_step(schedule, x, t, t_next, x0, t_last, x0_last) -> torch.Tensor:
+    """DPM-Solver++(2M)'s step (Lu et al. 2022, Algorithm 2): the first-order step with x0 replaced
+    by its linear extrapolation in lambda = -log(sigma) from x0_last, predicted at t_last."""
+    sigma_last, sigma, sigma_next = (sigma_alpha(schedule, s)[0] for s in (t_last, t, t_next))
+    r = torch.log(sigma_last / sigma) / torch.log(sigma / sigma_next)          # h_last / h
+    x0_extrapolated = (1 + 1 / (2 * r)) * x0 - 1 / (2 * r) * x0_last
+    return dpm_solver_first_order_step(schedule, x, t, t_next, x0_extrapolated)
+
+
 def check_solver_timesteps(schedule, num_steps, timesteps) -> list[int]:
-    """The decreasing integer timesteps a solver evaluates the model at: `timesteps` if given, else num_steps
-    (default 20) evenly spaced from T-1 to 0 (du.ddim_timesteps). The last step always goes on to abar = 1 (x0)."""
+    """The decreasing integer timesteps a solver evaluates the model at: `timesteps` if given, else
+    num_steps (default 20) evenly spaced from T-1 to 0 (du.ddim_timesteps); then on to abar = 1."""
     if timesteps is None:
         return du.ddim_timesteps(schedule.num_timesteps, 20 if num_steps is None else num_steps)
     timesteps = list(timesteps)
     if not timesteps or any(isinstance(t, bool) or not isinstance(t, int) for t in timesteps):
-        raise TypeError(f"timesteps must be a non-empty list of ints (use .tolist() on a tensor), got {timesteps!r}")
-    if any(b >= a for a, b in zip(timesteps, timesteps[1:])) or not 0 <= timesteps[-1] <= timesteps[0] < schedule.num_timesteps:
-        raise ValueError(f"timesteps must decrease strictly within [0, {schedule.num_timesteps - 1}], got {timesteps}")
+        raise TypeError("timesteps must be a non-empty list of ints (use .tolist() on a tensor), "
+                        f"got {timesteps!r}")
+    if any(b >= a for a, b in zip(timesteps, timesteps[1:])) \
+            or not 0 <= timesteps[-1] <= timesteps[0] < schedule.num_timesteps:
+        raise ValueError("timesteps must decrease strictly within "
+                         f"[0, {schedule.num_timesteps - 1}], got {timesteps}")
     if num_steps is not None and num_steps != len(timesteps):
-        raise ValueError(f"num_steps ({num_steps}) must be None or len(timesteps) ({len(timesteps)})")
+        raise ValueError(f"num_steps ({num_steps}) must be None or len(timesteps) "
+                         f"({len(timesteps)})")
     return timesteps
 
 
-def solve_probability_flow(model, schedule, shape, update, name: str, *, num_steps=None, timesteps=None,
-                           clip_x0=False, generator=None, device=None, x_T=None, return_trajectory=False,
-                           progress=True):
-    """The loop every solver below shares: x_T (given, or drawn with `generator`, the only draw), then
-    x = update(x, t, t_next, predict) over the timesteps and on to t_next = -1 (x0); predict(x, t) returns
-    `eps_and_x0`'s (eps, x0). Returns the samples, or (samples, frames, paper-t labels) like du.ddim_sample.
-    The model's train/eval mode is restored afterwards."""
+def solve_probability_flow(model, schedule, shape, update, name: str, *, num_steps=None,
+                           timesteps=None, clip_x0=False, generator=None, device=None, x_T=None,
+                           return_trajectory=False, progress=True):
+    """The loop every solver shares: x_T (given, or drawn with `generator`, the only draw), then
+    x = update(x, t, t_next, predict) over the timesteps and on to t_next = -1 (x0), where
+    predict(x, t) is eps_and_x0's (eps, x0). Returns the samples, or (samples, frames, paper-t
+    labels) like du.ddim_sample; the model's train/eval mode is restored afterwards."""
     steps = check_solver_timesteps(schedule, num_steps, timesteps)
     device = torch.device(device) if device is not None else schedule.device
     x = du._start(shape, x_T, generator, device)                               # (B, 1, 28, 28)
@@ -256,8 +316,9 @@ def solve_probability_flow(model, schedule, shape, update, name: str, *, num_ste
     was_training = model.training
     model.eval()
     try:
-        for t, t_next in du.progress_bar(list(zip(steps, steps[1:] + [-1])), desc=f"{name}-{len(steps)} sampling",
-                                         disable=not progress):   # a text bar, like du's samplers
+        pairs = list(zip(steps, steps[1:] + [-1]))                              # (t, t_next)
+        for t, t_next in du.progress_bar(pairs, desc=f"{name}-{len(steps)} sampling",
+                                         disable=not progress):
             x = update(x, t, t_next, predict)
             if return_trajectory:
                 frames.append(x.cpu()), labels.append(t_next + 1)
@@ -267,55 +328,45 @@ def solve_probability_flow(model, schedule, shape, update, name: str, *, num_ste
 
 
 @torch.inference_mode()
-def euler_sample(model, schedule, shape, *, num_steps=None, timesteps=None, clip_x0=False, generator=None,
-                 device=None, x_T=None, return_trajectory=False, progress=True):
-    """DDIM with eta = 0 written as Euler's method on d xbar / d sigma = eps: one model evaluation per step.
-    Arguments and return value as du.ddim_sample (no eta: the ODE has no noise); `timesteps` (decreasing ints)
-    replaces the default grid of num_steps (default 20) steps."""
+def euler_sample(model, schedule, shape, *, num_steps=None, timesteps=None, clip_x0=False,
+                 generator=None, device=None, x_T=None, return_trajectory=False, progress=True):
+    """DDIM with eta = 0 as Euler's method on d xbar / d sigma = eps: one evaluation per step. As
+    du.ddim_sample, without eta; `timesteps` (decreasing ints) replaces the grid of num_steps."""
     def update(x, t, t_next, predict):
         eps, _ = predict(x, t)
         return euler_step(schedule, x, t, t_next, eps)
-    return solve_probability_flow(model, schedule, shape, update, "Euler", num_steps=num_steps, timesteps=timesteps,
-                                  clip_x0=clip_x0, generator=generator, device=device, x_T=x_T,
-                                  return_trajectory=return_trajectory, progress=progress)
+    return solve_probability_flow(model, schedule, shape, update, "Euler", num_steps=num_steps,
+                                  timesteps=timesteps, clip_x0=clip_x0, generator=generator,
+                                  device=device, x_T=x_T, return_trajectory=return_trajectory,
+                                  progress=progress)
 
 
 @torch.inference_mode()
-def heun_sample(model, schedule, shape, *, num_steps=None, timesteps=None, clip_x0=False, generator=None,
-                device=None, x_T=None, return_trajectory=False, progress=True):
-    """Heun's method (Karras et al. 2022, Algorithm 1 without noise): an Euler step to sigma_next, a second slope
-    there, and the step again with the mean of the two slopes. Second order; the last step into sigma = 0 stays
-    an Euler step (the model is not evaluated at abar = 1), so num_steps steps cost 2 * num_steps - 1
-    evaluations. Arguments as euler_sample."""
+def heun_sample(model, schedule, shape, *, num_steps=None, timesteps=None, clip_x0=False,
+                generator=None, device=None, x_T=None, return_trajectory=False, progress=True):
+    """Heun's method (Karras et al. 2022, Algorithm 1 without noise): an Euler step, the slope at
+    its end, and the step again with the mean of the two slopes. The last step, into sigma = 0,
+    stays an Euler step, so N steps cost 2N - 1 evaluations. Arguments as euler_sample."""
     def update(x, t, t_next, predict):
         eps, _ = predict(x, t)
         x_euler = euler_step(schedule, x, t, t_next, eps)
         if t_next == -1:
             return x_euler
-        eps_next, _ = predict(x_euler, t_next)                                 # the slope at the end of the step
+        eps_next, _ = predict(x_euler, t_next)                  # the slope at the end of the step
         return euler_step(schedule, x, t, t_next, (eps + eps_next) / 2)
-    return solve_probability_flow(model, schedule, shape, update, "Heun", num_steps=num_steps, timesteps=timesteps,
-                                  clip_x0=clip_x0, generator=generator, device=device, x_T=x_T,
-                                  return_trajectory=return_trajectory, progress=progress)
-
-
-def dpm_solver_2m_step(schedule, x, t, t_next, x0, t_last, x0_last) -> torch.Tensor:
-    """DPM-Solver++(2M)'s step (Lu et al. 2022, Algorithm 2): the first-order step with x0 replaced by its linear
-    extrapolation in lambda = -log(sigma) from the previous step's prediction x0_last (made at t_last)."""
-    sigma_last, sigma, sigma_next = (sigma_alpha(schedule, s)[0] for s in (t_last, t, t_next))
-    r = torch.log(sigma_last / sigma) / torch.log(sigma / sigma_next)          # h_last / h
-    x0_extrapolated = (1 + 1 / (2 * r)) * x0 - 1 / (2 * r) * x0_last
-    return dpm_solver_first_order_step(schedule, x, t, t_next, x0_extrapolated)
+    return solve_probability_flow(model, schedule, shape, update, "Heun", num_steps=num_steps,
+                                  timesteps=timesteps, clip_x0=clip_x0, generator=generator,
+                                  device=device, x_T=x_T, return_trajectory=return_trajectory,
+                                  progress=progress)
 
 
 @torch.inference_mode()
-def dpm_solver_2m_sample(model, schedule, shape, *, num_steps=None, timesteps=None, clip_x0=False, generator=None,
-                         device=None, x_T=None, return_trajectory=False, progress=True):
-    """DPM-Solver++(2M) (Lu et al. 2022), multistep and second order from the model's x0 predictions: one
-    evaluation per step. The first step has no previous prediction and the last, into sigma = 0 (h infinite),
-    no finite extrapolation: both are first order, as diffusers' scheduler with final_sigmas_type="zero".
-    Arguments as euler_sample."""
-    last = []                                                                  # (t, x0) of the previous step
+def dpm_solver_2m_sample(model, schedule, shape, *, num_steps=None, timesteps=None, clip_x0=False,
+                         generator=None, device=None, x_T=None, return_trajectory=False,
+                         progress=True):
+    """DPM-Solver++(2M) (Lu et al. 2022), one evaluation per step; its first and last steps are
+    first order, as in diffusers with final_sigmas_type="zero". Arguments as euler_sample."""
+    last = []                                                     # (t, x0) of the previous step
     def update(x, t, t_next, predict):
         _, x0 = predict(x, t)
         if last and t_next != -1:
@@ -324,73 +375,38 @@ def dpm_solver_2m_sample(model, schedule, shape, *, num_steps=None, timesteps=No
             x_next = dpm_solver_first_order_step(schedule, x, t, t_next, x0)
         last[:] = [t, x0]
         return x_next
-    return solve_probability_flow(model, schedule, shape, update, "DPM-Solver++(2M)", num_steps=num_steps,
-                                  timesteps=timesteps, clip_x0=clip_x0, generator=generator, device=device, x_T=x_T,
-                                  return_trajectory=return_trajectory, progress=progress)
+    return solve_probability_flow(model, schedule, shape, update, "DPM-Solver++(2M)",
+                                  num_steps=num_steps,
+                                  timesteps=timesteps, clip_x0=clip_x0, generator=generator,
+                                  device=device, x_T=x_T, return_trajectory=return_trajectory,
+                                  progress=progress)
 
 
 class GaussianDataEps(nn.Module):
-    """The exact noise estimate for data x0 ~ N(0, c^2 I): E[eps | x_t] = sqrt(1 - abar) x / (abar c^2 + 1 - abar),
-    which is sigma xbar / (c^2 + sigma^2). A stand-in for the network whose ODE is solved by hand."""
+    """The exact noise estimate for data x0 ~ N(0, c^2 I): E[eps | x_t] = sqrt(1 - abar) x /
+    (abar c^2 + 1 - abar) = sigma xbar / (c^2 + sigma^2). A stand-in for the network whose ODE is
+    solved by hand."""
 
     def __init__(self, schedule, c: float = 0.5):
         super().__init__()
-        self.alphas_cumprod, self.c = schedule.alphas_cumprod.double(), c
+        self.alphas_cumprod, self.c = schedule.alphas_cumprod.cpu().double(), c   # float64, CPU
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        ab = self.alphas_cumprod.to(t.device)[t].view(-1, *[1] * (x.ndim - 1)).to(x.dtype)   # (B, 1, 1, 1)
+        ab = self.alphas_cumprod[t.cpu()].view(-1, *[1] * (x.ndim - 1))            # (B, 1, 1, 1)
+        ab = ab.to(x.device, x.dtype)                                              # on x's device
         return (1 - ab).sqrt() * x / (ab * self.c ** 2 + 1 - ab)
 
 
-def gaussian_flow_x0(schedule, x_T: torch.Tensor, c: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
-    """For GaussianDataEps(c), in float64 on the CPU: (the exact x0 of the ODE from x_T, what every sampler above
-    converges to). The ODE's solution is xbar(sigma) = xbar_T sqrt(c^2 + sigma^2) / sqrt(c^2 + sigma_T^2), so
-    x0 = xbar(0) = xbar_T c / sqrt(c^2 + sigma_T^2). The samplers follow it down to sigma_0 (t = 0) and then all take
-    the same first-order last step into sigma = 0, the x0 prediction xbar(sigma_0) c^2 / (c^2 + sigma_0^2): that
-    is their limit, a factor 1 - O(sigma_0^2 / c^2) from the exact x0."""
-    ab = schedule.alphas_cumprod.double().cpu()
-    sigma = ((1 - ab) / ab).sqrt()                                                         # (T,)
-    xbar_T = x_T.double().cpu() / ab[-1].sqrt()                                            # (B, ...)
+def gaussian_flow_x0(schedule, x_T: torch.Tensor,
+                     c: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
+    """For GaussianDataEps(c), in float64 on the CPU: (the exact x0 of the ODE from x_T, what every
+    sampler converges to). The ODE is solved by xbar(sigma) = xbar_T sqrt(c^2 + sigma^2) /
+    sqrt(c^2 + sigma_T^2), so x0 = xbar_T c / sqrt(c^2 + sigma_T^2). The samplers follow it down to
+    sigma_0 (t = 0), then all take the same first-order step into sigma = 0, the x0 prediction
+    xbar(sigma_0) c^2 / (c^2 + sigma_0^2): their limit, a factor 1 - O(sigma_0^2 / c^2) off."""
+    ab = schedule.alphas_cumprod.cpu().double()
+    sigma = ((1 - ab) / ab).sqrt()                                                   # (T,)
+    xbar_T = x_T.cpu().double() / ab[-1].sqrt()                                      # (B, ...)
     exact = xbar_T * c / (c ** 2 + sigma[-1] ** 2).sqrt()
-    xbar_0 = xbar_T * (c ** 2 + sigma[0] ** 2).sqrt() / (c ** 2 + sigma[-1] ** 2).sqrt()  # the ODE's state at t = 0
+    xbar_0 = xbar_T * (c ** 2 + sigma[0] ** 2).sqrt() / (c ** 2 + sigma[-1] ** 2).sqrt()  # at t = 0
     return exact, xbar_0 * c ** 2 / (c ** 2 + sigma[0] ** 2)
-
-
-class RecipeTrainer(Trainer):
-    """Notebook 2's loop with the laptop recipe's three changes to training, each off by default
-    (then it is notebook 2's loop exactly): a linear lr warm-up over `warmup_steps` and, with
-    lr_decay="cosine", a cosine decay to 0 at the last step; min-SNR-gamma loss weights
-    (`min_snr_gamma`); bfloat16 autocast for the network's forward pass (`bf16`, CPU or CUDA)."""
-
-    def __init__(self, model, schedule, data, *, warmup_steps=0, lr_decay="none", min_snr_gamma=None, bf16=False,
-                 **settings):
-        if lr_decay not in ("none", "cosine"):
-            raise ValueError(f"lr_decay must be 'none' or 'cosine', got {lr_decay!r}")
-        super().__init__(model, schedule, data, **settings)
-        self.warmup_steps, self.lr_decay, self.min_snr_gamma, self.bf16 = warmup_steps, lr_decay, min_snr_gamma, bf16
-
-    def learning_rate(self, step: int) -> float:
-        """lr / warmup_steps rising to lr over the warm-up, then constant or a cosine down to 0."""
-        if step < self.warmup_steps:
-            return self.lr * (step + 1) / self.warmup_steps
-        if self.lr_decay == "cosine":
-            progress = (step - self.warmup_steps) / max(1, self.num_steps - self.warmup_steps)   # 0 -> 1 after the warm-up
-            return self.lr * 0.5 * (1 + math.cos(math.pi * progress))
-        return self.lr
-
-    def loss(self, x0: torch.Tensor, model_inputs: dict) -> torch.Tensor:
-        """Eq. 14 with min-SNR-gamma weights (du.diffusion_loss), the network run in bfloat16 autocast
-        when bf16 (the sinusoidal features and the loss stay float32, the weights too)."""
-        denoiser = functools.partial(self.model, **model_inputs)
-        with torch.autocast(x0.device.type, dtype=torch.bfloat16, enabled=self.bf16):   # bf16: the forward pass only
-            return du.diffusion_loss(denoiser, self.schedule, x0, generator=self.generator,
-                                     min_snr_gamma=self.min_snr_gamma)
-
-
-def train_recipe(model, schedule, data, *, num_steps, batch_size=128, lr=2e-4, grad_clip=1.0, ema_decay=0.9999,
-                 seed=0, warmup_steps=0, lr_decay="none", min_snr_gamma=None, bf16=False, progress=True, resume=None):
-    """Notebook 2's `train` with the laptop recipe's options (a RecipeTrainer); the defaults are the paper's."""
-    trainer = RecipeTrainer(model, schedule, data, num_steps=num_steps, batch_size=batch_size, lr=lr,
-                            grad_clip=grad_clip, ema_decay=ema_decay, seed=seed, warmup_steps=warmup_steps,
-                            lr_decay=lr_decay, min_snr_gamma=min_snr_gamma, bf16=bf16)
-    return trainer.run(progress, resume)
