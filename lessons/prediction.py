@@ -194,6 +194,8 @@ def variant_config(base: dict, prediction: str, seed: int | None = None) -> dict
     return config
 
 
+from notebook_support.checks import check_sampler_inputs  # input checks, not taught here
+
 class AsEps(nn.Module):
     """A network that predicts x0 or v on the DDPM path, seen as the eps-model that every sampler of
     the series expects (du.ddim_sample, notebook 3's solvers): its output converted to eps."""
@@ -215,6 +217,7 @@ def flow_velocity(model: nn.Module, x: torch.Tensor, tau: float,
                   clip_x0: bool = False) -> torch.Tensor:
     """u_theta(x, tau) for every image; with clip_x0, the x0 it implies (x - tau u) is clipped to
     [-1, 1] and u recomputed from it, as the DDPM samplers clip their x0."""
+    check_sampler_inputs(tau=tau)                    # a NaN tau would make every digit NaN
     u = model(x, torch.full((x.shape[0],), FLOW_TIME_SCALE * tau,
                             device=x.device)).float()                    # (B, 1, 28, 28)
     if clip_x0 and tau > 0:
@@ -251,6 +254,7 @@ def flow_sample(model: nn.Module, schedule, shape, *, num_steps: int = 20, step=
     alike."""
     if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
         raise ValueError(f"num_steps must be a positive int, got {num_steps!r}")
+    check_sampler_inputs(x_T=x_T, num_steps=num_steps)   # finite x_T, at most MAX_SAMPLER_STEPS
     if return_trajectory:
         raise ValueError("flow_sample keeps no trajectory")
     if device is None:                   # the model's device; without weights: x_T's, else the CPU

@@ -353,3 +353,15 @@ def test_the_evaluator_refuses_too_few_digits_before_any_work():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         evaluation.check_evaluation_n(8)                                      # 100 x 8^-7: no warning
+
+
+def test_flow_sample_refuses_nan_x_T_and_absurd_steps():
+    """Notebook 5's flow sampler makes the same checks as the others before its first network call."""
+    from lessons.prediction import flow_sample, flow_velocity
+    model = MLPDenoiser(**TINY_KWARGS)
+    with pytest.raises(ValueError, match="x_T holds 16 NaN"):
+        flow_sample(model, None, (2, 1, 4, 4), x_T=NAN_X_T, progress=False)
+    with pytest.raises(ValueError, match=r"num_steps must lie in \[1, 10,000\]"):
+        flow_sample(model, None, (2, 1, 4, 4), num_steps=10**9, progress=False)
+    with pytest.raises(ValueError, match="tau must be finite"):
+        flow_velocity(model, torch.zeros(2, 1, 4, 4), float("nan"))
