@@ -14,50 +14,55 @@ from lessons.unet import RecipeTrainer, UNet   # built and checked in notebook 3
 
 class ConditionalUNet(UNet):
     """Notebook 3's U-Net told which digit to draw: a learned class embedding is added to the time
-    embedding. Label `num_classes` is "no class" (the unconditional model); y=None means no class
-    for every image. All other arguments are UNet's."""
+    embedding. Label `num_classes` is "no class"; y=None means no class for every image."""
 
     def __init__(self, num_classes: int = 10, **unet_kwargs):
         super().__init__(**unet_kwargs)
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
         self.num_classes = num_classes
-        embedding_dim = self.time_embed.mlp[-1].out_features                 # 4 * base_channels, as the time
-        self.class_embed = nn.Embedding(num_classes + 1, embedding_dim)        # row num_classes: "no class"
+        embedding_dim = self.time_embed.mlp[-1].out_features                 # 4 * base_channels
+        self.class_embed = nn.Embedding(num_classes + 1, embedding_dim)        # last row: no class
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor,
+                y: torch.Tensor | None = None) -> torch.Tensor:
         if y is None:
-            y = torch.full((x.shape[0],), self.num_classes, dtype=torch.long, device=x.device)   # (B,)
-        if y.shape != (x.shape[0],) or y.dtype != torch.long or not bool(((y >= 0) & (y <= self.num_classes)).all()):
-            raise ValueError(f"y must be (B,) int64 labels in [0, {self.num_classes}] ({self.num_classes} = no class), "
-                             f"got shape {tuple(y.shape)} and dtype {y.dtype}")
-        return self.denoise(x, self.time_embed(t) + self.class_embed(y))   # (B, 4 * base) -> (B, 1, 28, 28)
+            y = torch.full((x.shape[0],), self.num_classes, dtype=torch.long,
+                           device=x.device)                                     # (B,)
+        if y.shape != (x.shape[0],) or y.dtype != torch.long or \
+                not bool(((y >= 0) & (y <= self.num_classes)).all()):
+            raise ValueError(
+        f"y must be (B,) int64 labels in [0, {self.num_classes}] ({self.num_classes} = no class), "
+        f"got shape {tuple(y.shape)} and dtype {y.dtype}")
+        return self.denoise(x, self.time_embed(t) + self.class_embed(y))   # (B, 1, 28, 28)
 
 
 def check_labels(labels, num_images, num_classes):
-    """Refuse class labels before step 1, not minutes into a run: an integer tensor (N,), one label
-    per image, each in 0..num_classes-1 (num_classes is the "no class" label that label dropout
-    adds: a digit labelled with it would silently train as unconditional)."""
+    """Refuse class labels before step 1: an integer tensor (N,), one per image, each in
+    0..num_classes-1 (num_classes is the "no class" label that label dropout adds)."""
     if not isinstance(labels, torch.Tensor):
         raise TypeError(f"labels must be a tensor of class indices, got {type(labels).__name__}")
     if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
-        raise TypeError(f"labels must hold integer class indices (torch.long), got dtype {labels.dtype}")
+        raise TypeError(
+            f"labels must hold integer class indices (torch.long), got dtype {labels.dtype}")
     if labels.shape != (num_images,):
-        raise ValueError(f"labels must have shape ({num_images},), one per image, got {tuple(labels.shape)}")
+        raise ValueError(
+            f"labels must have shape ({num_images},), one per image, got {tuple(labels.shape)}")
     bad = (labels < 0) | (labels >= num_classes)                                  # (N,)
     if bad.any():
-        raise ValueError(f"labels must lie in 0..{num_classes - 1} ({num_classes} means \"no class\"), got "
-                         f"{labels[bad].unique()[:10].tolist()} in {int(bad.sum())} of {num_images} labels")
+        raise ValueError(
+            f"labels must lie in 0..{num_classes - 1} ({num_classes} means \"no class\"), got "
+            f"{labels[bad].unique()[:10].tolist()} in {int(bad.sum())} of {num_images} labels")
 
 
 class ConditionalTrainer(RecipeTrainer):
-    """Notebook 3's recipe loop for a class-conditional model (one with `num_classes`): each batch
-    also takes the images' `labels` (N,), each replaced by "no class" (label num_classes) with
-    probability `label_dropout`, and the network is eps_theta(x_t, t, y)."""
+    """Notebook 3's recipe loop for a class-conditional model: each batch also takes the images'
+    `labels` (N,), each replaced by "no class" with probability `label_dropout`."""
 
     def __init__(self, model, schedule, data, *, labels, label_dropout=0.0, **settings):
         if not hasattr(model, "num_classes"):
-            raise ValueError("labels need a class-conditional model, one with a num_classes attribute")
+            raise ValueError(
+                "labels need a class-conditional model, one with a num_classes attribute")
         check_labels(labels, data.shape[0], model.num_classes)           # all labels, before step 1
         if not 0 <= label_dropout <= 1:
             raise ValueError(f"label_dropout must lie in [0, 1], got {label_dropout}")
@@ -65,19 +70,22 @@ class ConditionalTrainer(RecipeTrainer):
         self.labels, self.label_dropout = labels.to(self.device, torch.long), label_dropout
 
     def model_inputs(self, index: torch.Tensor) -> dict:
-        """y for the images `index` (B,): each label dropped to "no class" with probability label_dropout."""
-        dropped = torch.rand(self.batch_size, generator=self.generator, device=self.device) < self.label_dropout   # (B,)
+        """y for the images `index` (B,), each "no class" with probability label_dropout."""
+        dropped = torch.rand(self.batch_size, generator=self.generator,
+                             device=self.device) < self.label_dropout             # (B,)
         return {"y": torch.where(dropped, self.model.num_classes, self.labels[index])}   # (B,)
 
 
-def train_conditional(model, schedule, data, *, labels, num_steps, batch_size=128, lr=2e-4, grad_clip=1.0,
-                      ema_decay=0.9999, seed=0, warmup_steps=0, lr_decay="none", min_snr_gamma=None, bf16=False,
-                      label_dropout=0.0, progress=True, resume=None):
+def train_conditional(model, schedule, data, *, labels, num_steps, batch_size=128, lr=2e-4,
+                      grad_clip=1.0, ema_decay=0.9999, seed=0, warmup_steps=0, lr_decay="none",
+                      min_snr_gamma=None, bf16=False, label_dropout=0.0, progress=True,
+                      resume=None):
     """Notebook 3's `train_recipe` for a class-conditional model, given the digits' `labels` (N,)
-    (a ConditionalTrainer); bind them with functools.partial to train from a config."""
+    (bind them with functools.partial to train from a config)."""
     trainer = ConditionalTrainer(model, schedule, data, labels=labels, label_dropout=label_dropout,
-                                 num_steps=num_steps, batch_size=batch_size, lr=lr, grad_clip=grad_clip,
-                                 ema_decay=ema_decay, seed=seed, warmup_steps=warmup_steps, lr_decay=lr_decay,
+                                 num_steps=num_steps, batch_size=batch_size, lr=lr,
+                                 grad_clip=grad_clip, ema_decay=ema_decay, seed=seed,
+                                 warmup_steps=warmup_steps, lr_decay=lr_decay,
                                  min_snr_gamma=min_snr_gamma, bf16=bf16)
     return trainer.run(progress, resume)
 
@@ -85,101 +93,101 @@ def train_conditional(model, schedule, data, *, labels, num_steps, batch_size=12
 import math
 import numbers
 
-MAX_GUIDANCE = 50   # |w| above this is refused: Ho & Salimans use w <= 5, Imagen up to 30 (with thresholding)
+MAX_GUIDANCE = 50   # |w| above this is refused: Ho & Salimans use w <= 5, Imagen up to 30
 
 
-def guided_eps(model: ConditionalUNet, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, w: float) -> torch.Tensor:
+def guided_eps(model: ConditionalUNet, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor,
+               w: float) -> torch.Tensor:
     """Classifier-free guidance: eps(x, t, no class) + w * (eps(x, t, y) - eps(x, t, no class)).
-    w = 0 and w = 1 need one prediction; otherwise both come from one pass over 2B images.
-    w is checked by check_guidance_weight, which says what each range of w does."""
+    w = 0 and w = 1 need one prediction; otherwise both come from one pass over 2B images."""
     w = check_guidance_weight(w)
     if w == 0:
         return model(x, t)                                                 # unconditional
     if w == 1:
         return model(x, t, y)                                              # plain conditional
     no_class = torch.full_like(y, model.num_classes)
-    eps_cond, eps_uncond = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, no_class])).chunk(2)   # (B, 1, 28, 28) each
+    eps_cond, eps_uncond = model(torch.cat([x, x]), torch.cat([t, t]),
+                                 torch.cat([y, no_class])).chunk(2)        # (B, 1, 28, 28) each
     return eps_uncond + w * (eps_cond - eps_uncond)
 
 
 def check_guidance_weight(w) -> float:
-    """w as a float, or a clear error. w = 0 is the unconditional model, w = 1 the plain conditional
-    one, w > 1 goes further along the direction the label adds (Ho & Salimans' w' = w - 1), 0 < w < 1
-    mixes the two, and w < 0 pushes *away* from the label (negative guidance: digits that look least
-    like y). w must be a finite real number in [-MAX_GUIDANCE, MAX_GUIDANCE]: NaN makes every sample
-    NaN, and a huge |w| one saturated shape everywhere."""
-    if isinstance(w, bool) or not isinstance(w, numbers.Real):             # numpy numbers pass; "2", None, True do not
-        raise TypeError(f"w must be a real number (an int or a float), got {type(w).__name__} {w!r}")
+    """w as a float, or a clear error: a finite real number in [-MAX_GUIDANCE, MAX_GUIDANCE].
+    0 < w < 1 mixes the two predictions, w < 0 pushes away from the label (negative guidance)."""
+    if isinstance(w, bool) or not isinstance(w, numbers.Real):             # numpy numbers pass
+        raise TypeError(f"w must be a real number (an int or a float), "
+                        f"got {type(w).__name__} {w!r}")
     w = float(w)
     if not math.isfinite(w):
         raise ValueError(f"w must be a finite number, got {w}")
     if abs(w) > MAX_GUIDANCE:
-        raise ValueError(f"w must lie in [-{MAX_GUIDANCE}, {MAX_GUIDANCE}] (the useful range is about 0..10), got {w:g}")
+        raise ValueError(f"w must lie in [-{MAX_GUIDANCE}, {MAX_GUIDANCE}] "
+                         f"(the useful range is about 0..10), got {w:g}")
     return w
 
 
 class Guided(nn.Module):
-    """A guided model as the samplers call it, model(x, t), with guidance weight w (check_guidance_weight).
-
-    digit: the digit to draw for every image, an int or anything integer-like (3.0, numpy.int64(3), a
-    0-d tensor); or one label per image, a (B,) tensor, list or array of whole numbers. Label
-    num_classes and digit=None mean "no class", as in ConditionalUNet: with None the samples are the
-    unconditional model's, whatever w (there is no label to guide towards)."""
+    """A guided model as the samplers call it, model(x, t), with guidance weight w. digit: one
+    digit for every image (an int or integer-like), one label per image ((B,) whole numbers), or
+    None ("no class": the unconditional model's samples, whatever w)."""
 
     def __init__(self, model: ConditionalUNet, digit, w: float):
         super().__init__()
-        self.model, self.digit, self.w = model, class_labels(digit, model.num_classes), check_guidance_weight(w)
+        self.model, self.digit = model, class_labels(digit, model.num_classes)
+        self.w = check_guidance_weight(w)
 
     def for_images(self, start: int, stop: int, total: int) -> "Guided":
-        """The guided model for images start..stop-1 of `total`: sample_in_chunks calls this, so each
-        chunk is drawn with its own labels."""
+        """The guided model for images start..stop-1 of `total` (sample_in_chunks calls this)."""
         if not isinstance(self.digit, torch.Tensor):
-            return self                                                    # one digit (or none) for every image
+            return self                                                    # one digit (or none)
         if total != len(self.digit):
-            raise ValueError(f"Guided holds {len(self.digit)} labels, one per image, but {total} images were asked for")
+            raise ValueError(f"Guided holds {len(self.digit)} labels, one per image, but {total} "
+                             "images were asked for")
         return Guided(self.model, self.digit[start:stop], self.w)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         if self.digit is None:
-            return self.model(x, t)                                        # no class: nothing to guide towards
+            return self.model(x, t)                                        # nothing to guide to
         if isinstance(self.digit, int):
             y = torch.full((x.shape[0],), self.digit, dtype=torch.long, device=x.device)   # (B,)
         elif len(self.digit) == x.shape[0]:
             y = self.digit.to(x.device)                                    # (B,)
         else:
-            raise ValueError(f"Guided holds {len(self.digit)} labels, one per image, but was called on {x.shape[0]} "
-                             "images (sample_in_chunks splits the labels with the chunks)")
+            raise ValueError(f"Guided holds {len(self.digit)} labels, one per image, but was "
+                             f"called on {x.shape[0]} images (sample_in_chunks splits the labels "
+                             "with the chunks)")
         return guided_eps(self.model, x, t, y, self.w)
 
 
 def class_labels(digit, num_classes: int) -> int | torch.Tensor | None:
-    """Guided's `digit` checked: None, an int in [0, num_classes], or (B,) int64 labels in that range."""
+    """Guided's `digit` checked: None, an int in [0, num_classes], or (B,) int64 labels in it."""
     if digit is None:
         return None
+    wrong_type = TypeError(f"digit must be an int 0..{num_classes - 1} ({num_classes} = no class), "
+                           f"one label per image, or None, got {type(digit).__name__} {digit!r}")
     if isinstance(digit, (str, bytes, bool)):
-        raise TypeError(f"digit must be an int 0..{num_classes - 1} ({num_classes} = no class), one label per image, "
-                        f"or None, got {type(digit).__name__} {digit!r}")
+        raise wrong_type
     if isinstance(digit, numbers.Real) and not isinstance(digit, torch.Tensor):
         digit = torch.tensor(float(digit))                                 # 3, 3.0, numpy.int64(3)
     try:
         labels = torch.as_tensor(digit)                                    # lists, arrays, tensors
     except (TypeError, ValueError, RuntimeError):
-        labels = None
-    if labels is None or labels.dtype == torch.bool or labels.dtype.is_complex:
-        raise TypeError(f"digit must be an int 0..{num_classes - 1} ({num_classes} = no class), one label per image, "
-                        f"or None, got {type(digit).__name__} {digit!r}")
+        raise wrong_type from None
+    if labels.dtype == torch.bool or labels.dtype.is_complex:
+        raise wrong_type
     if labels.ndim > 1:
-        raise ValueError(f"digit as labels must be one label per image, shape (B,), got shape {tuple(labels.shape)}")
-    if labels.is_floating_point() and not bool((labels == labels.round()).all()):   # NaN fails too
+        raise ValueError(f"digit as labels must be one label per image, shape (B,), "
+                         f"got shape {tuple(labels.shape)}")
+    if labels.is_floating_point() and not bool((labels == labels.round()).all()):   # NaN too
         raise ValueError(f"digit must be a whole number (labels whole numbers), got {digit!r}")
     bad = labels[(labels < 0) | (labels > num_classes)]
     if len(bad):
-        what = "labels" if labels.ndim else "digit"
-        raise ValueError(f"{what} must lie in [0, {num_classes}] ({num_classes} = no class), got {bad.unique()[:5].tolist()}")
+        raise ValueError(f"{'labels' if labels.ndim else 'digit'} must lie in [0, {num_classes}] "
+                         f"({num_classes} = no class), got {bad.unique()[:5].tolist()}")
     return int(labels) if labels.ndim == 0 else labels.long()
 
 
-import diffusion_utils as du   # the schedule and Algorithm 2's step, written out in notebooks 1 and 2
+import diffusion_utils as du   # the schedule and Algorithm 2's step, written out in notebooks 1, 2
 
 
 @torch.no_grad()
@@ -187,64 +195,64 @@ def inpaint(denoiser, schedule: du.DiffusionSchedule, x0: torch.Tensor, known: t
             generator: torch.Generator | None = None, clip_x0: bool = True,
             num_steps: int | None = None) -> torch.Tensor:
     """Fill the pixels where known == 0 (Algorithm 2 with RePaint's replacement of the known ones).
-
-    x0: (N, C, H, W) images in [-1, 1]. known: 1 where x0's pixel is kept, 0 where it is drawn, of
-    x0's shape or one mask for every image, (1, C, H, W) or (C, H, W); bool or 0/1 numbers. Other
-    shapes, e.g. (W,) or (H, W), would broadcast in ways nobody meant: refused, as are other values
-    (a 0/255 image mask: pass mask > 0). num_steps: None runs all of the schedule's steps; fewer
-    run the same loop on the respaced chain of that many steps (`respaced`), one network call each."""
-    known = inpainting_mask(known, x0)                                    # (N or 1, C, H, W) floats 0 / 1
+    x0: (N, C, H, W) in [-1, 1]; known: 1 = keep, 0 = draw, of x0's shape or one mask for every
+    image ((1, C, H, W) or (C, H, W)), bool or 0/1. num_steps: None runs every step of `schedule`;
+    fewer run the respaced chain of that many steps (`respaced`), one network call each."""
+    known = inpainting_mask(known, x0)                                    # (N or 1, C, H, W) 0 / 1
     if num_steps is not None:
         denoiser, schedule = respaced(denoiser, schedule, num_steps)
     x = torch.randn(x0.shape, generator=generator).to(x0.device)          # x_T ~ N(0, I)
     for t in range(schedule.num_timesteps - 1, -1, -1):
-        x = du.p_sample(denoiser, schedule, x, t, clip_x0=clip_x0, generator=generator)   # every pixel one step down
-        if t > 0:                                                          # the known pixels at the same noise level
+        x = du.p_sample(denoiser, schedule, x, t, clip_x0=clip_x0, generator=generator)   # one step
+        if t > 0:                                                 # the known pixels, same level
             level = torch.full((x0.shape[0],), t - 1, device=x0.device)
             x_known = du.q_sample(schedule, x0, level, generator=generator)
         else:
-            x_known = x0                                                   # the last step gives x_0: the original itself
+            x_known = x0                                          # the last step: x_0 itself
         x = known * x_known + (1 - known) * x
     return x
 
 
 def inpainting_mask(known: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
-    """inpaint's inputs checked (x0: (N, C, H, W) in [-1, 1]; known: a shape inpaint documents,
-    only 0s and 1s); returns known as floats on x0's device."""
+    """inpaint's inputs checked (other mask shapes would broadcast in ways nobody meant, other
+    values, e.g. a 0/255 mask, are refused); returns known as floats on x0's device."""
     if not isinstance(x0, torch.Tensor) or x0.ndim != 4:
-        raise ValueError(f"x0 must be images (N, C, H, W), got {tuple(getattr(x0, 'shape', ())) or type(x0).__name__}")
+        raise ValueError("x0 must be images (N, C, H, W), got "
+                         f"{tuple(getattr(x0, 'shape', ())) or type(x0).__name__}")
     du.check_image_range(x0, "x0")
     if not isinstance(known, torch.Tensor):
-        raise TypeError(f"known must be a torch.Tensor (1 = keep the pixel, 0 = draw it), got {type(known).__name__}")
+        raise TypeError("known must be a torch.Tensor (1 = keep the pixel, 0 = draw it), got "
+                        f"{type(known).__name__}")
     shapes = [tuple(x0.shape), (1, *x0.shape[1:]), tuple(x0.shape[1:])]
     if tuple(known.shape) not in shapes:
-        raise ValueError(f"known must have x0's shape {shapes[0]}, or {shapes[1]} or {shapes[2]} for one mask for "
-                         f"every image, got {tuple(known.shape)}")
+        raise ValueError(f"known must have x0's shape {shapes[0]}, or {shapes[1]} or {shapes[2]} "
+                         f"for one mask for every image, got {tuple(known.shape)}")
     values = known.unique().tolist()
-    if not set(values) <= {0, 1}:                                          # NaN is not in {0, 1} either
+    if not set(values) <= {0, 1}:                                          # NaN is not in {0, 1}
         hint = " (a 0/255 image mask? pass mask > 0)" if max(values) > 1 else ""
-        raise ValueError(f"known must hold only 0 (draw) and 1 (keep), got values {values[:6]}{hint}")
+        raise ValueError(f"known must hold only 0 (draw) and 1 (keep), "
+                         f"got values {values[:6]}{hint}")
     return known.to(x0.device, x0.dtype)
 
 
-def respaced(denoiser, schedule: du.DiffusionSchedule, num_steps: int) -> tuple["Respaced", du.DiffusionSchedule]:
+def respaced(denoiser, schedule: du.DiffusionSchedule,
+             num_steps: int) -> tuple["Respaced", du.DiffusionSchedule]:
     """The DDPM of `num_steps` evenly spaced times t_1 = 0 < ... < t_K = T-1 of `schedule` (Nichol &
-    Dhariwal 2021, section 4). Skipping steps leaves each kept time's alphabar as it was, so the chain
-    through them is itself a DDPM, with beta'_i = 1 - alphabar(t_i) / alphabar(t_{i-1}) (and
-    alphabar(t_0) = 1): Algorithm 2 runs on it unchanged, each step spanning T / K of the original.
-    Returns the denoiser called with the new chain's step i (it sees time t_i) and that chain's schedule."""
-    times = torch.tensor(du.ddim_timesteps(schedule.num_timesteps, num_steps)).flip(0)   # (K,) ascending
+    Dhariwal 2021, section 4): each kept time keeps its alphabar, so the chain through them is a
+    DDPM with beta'_i = 1 - alphabar(t_i) / alphabar(t_{i-1}) (alphabar(t_0) = 1). Returns the
+    denoiser called with the new chain's step i (it sees time t_i) and that chain's schedule."""
+    times = torch.tensor(du.ddim_timesteps(schedule.num_timesteps, num_steps)).flip(0)   # (K,)
     alphabar = schedule.alphas_cumprod.cpu().double()[times]                             # (K,)
     betas = 1 - alphabar / torch.cat([torch.ones(1, dtype=torch.float64), alphabar[:-1]])   # (K,)
     return Respaced(denoiser, times), du.DiffusionSchedule(betas, device=schedule.device)
 
 
 class Respaced(nn.Module):
-    """denoiser(x, t) called with a respaced chain's step indices i: it sees the original times[i]."""
+    """denoiser(x, t) called with a respaced chain's steps i: it sees the original times[i]."""
 
     def __init__(self, denoiser, times: torch.Tensor):
         super().__init__()
         self.denoiser, self.times = denoiser, times
 
     def forward(self, x: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
-        return self.denoiser(x, self.times.to(i.device)[i])                   # (B,) steps -> (B,) original times
+        return self.denoiser(x, self.times.to(i.device)[i])            # (B,) steps -> (B,) times
