@@ -1,4 +1,4 @@
-"""Notebook 3's few-step samplers (section 6b) on the shipped default U-Net: checked against diffusers, and
+"""Notebook 3's few-step samplers (section 6) on the shipped default U-Net: checked against diffusers, and
 measured for sample quality against the number of network evaluations (NFE). Run by hand (not in CI).
 
     python benchmarks/samplers.py match        # our DPM-Solver++(2M) == diffusers' DPMSolverMultistepScheduler

@@ -1,4 +1,4 @@
-"""Notebook 3's few-step samplers (section 6b), checked on an eps-model whose ODE has a known solution.
+"""Notebook 3's few-step samplers (section 6), checked on an eps-model whose ODE has a known solution.
 
 For data x0 ~ N(0, c^2 I) the best noise estimate is linear in x (lessons.unet.GaussianDataEps):
     eps(x, t) = sqrt(1 - abar_t) x / (abar_t c^2 + 1 - abar_t) = sigma xbar / (c^2 + sigma^2)
