@@ -101,6 +101,18 @@ def run_rung(name: str, config: dict, steps: int, n: int, clip_x0: bool, data, s
     return record
 
 
+def setup() -> tuple:
+    """What every run on notebook 2's recipe needs: (its CONFIG, its CLIP_X0, the device, the
+    schedule, the training digits (60000, 1, 28, 28) in [-1, 1], the project's classifier)."""
+    config = notebook_config(NOTEBOOK, "CONFIG")
+    clip_x0 = notebook_config(NOTEBOOK, "CLIP_X0")
+    device = get_device()
+    schedule = du.DiffusionSchedule(num_timesteps=config["num_timesteps"], schedule=config["schedule"],
+                                    device=device)
+    data, _ = mnist_tensor(train=True, device=device)                      # (60000, 1, 28, 28)
+    return config, clip_x0, device, schedule, data, load_classifier(device=device)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int_at_least(1), default=STEPS, help=f"training steps per rung (default {STEPS})")
@@ -113,12 +125,7 @@ def main() -> None:
     if args.steps < 1 or args.n < 2:
         parser.error(f"--steps must be >= 1 and --n >= 2, got {args.steps} and {args.n}")
 
-    config = notebook_config(NOTEBOOK, "CONFIG")
-    clip_x0 = notebook_config(NOTEBOOK, "CLIP_X0")
-    device = get_device()
-    schedule = du.DiffusionSchedule(num_timesteps=config["num_timesteps"], schedule=config["schedule"], device=device)
-    data, _ = mnist_tensor(train=True, device=device)                      # (60000, 1, 28, 28) in [-1, 1]
-    classifier = load_classifier(device=device)
+    config, clip_x0, device, schedule, data, classifier = setup()
     recipe = {key: config[key] for key in ("schedule", "num_timesteps", "batch_size", "lr", "grad_clip", "ema_decay",
                                            "seed")}
     settings = {"steps": args.steps, "n": args.n, "clip_x0": clip_x0, "recipe": recipe, "code": code_digest()}

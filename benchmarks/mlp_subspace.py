@@ -32,17 +32,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import diffusion_utils as du  # noqa: E402
 from lessons.mlp import MLPDenoiser, train  # noqa: E402
-from notebook_support.data import mnist_tensor  # noqa: E402
-from notebook_support.environment import PROJECT_ROOT, get_device  # noqa: E402
-from notebook_support.evaluation import evaluate_samples, format_quality, load_classifier, real_data_floor  # noqa: E402
-from notebook_support.export import notebook_config  # noqa: E402
+from notebook_support.checks import int_at_least  # noqa: E402
+from notebook_support.evaluation import evaluate_samples, format_quality, real_data_floor  # noqa: E402
 from notebook_support.results import write_result  # noqa: E402
 from notebook_support.training import load_or_train  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import mlp_ladder  # noqa: E402
 
-NOTEBOOK = PROJECT_ROOT / "2_custom_mlp.ipynb"
 SAMPLE_SEED = mlp_ladder.SAMPLE_SEED   # x_T and z: the same as every rung of the ladder
 VARIANTS = {           # name -> MLPDenoiser keywords changed from CONFIG's
     "512 wide, no noise path": {"hidden": 512, "noise_path": "none"},
@@ -81,18 +78,13 @@ def blind_directions(model: MLPDenoiser, frames: torch.Tensor, labels: list, sch
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=mlp_ladder.STEPS)
-    parser.add_argument("--n", type=int, default=mlp_ladder.N)
+    parser.add_argument("--steps", type=int_at_least(1), default=mlp_ladder.STEPS)
+    parser.add_argument("--n", type=int_at_least(5, " (fewer digits have no interval)"), default=mlp_ladder.N)
     parser.add_argument("--dry-run", action="store_true", help="print, write no result file")
     args = parser.parse_args()
     torch.set_num_threads(min(2, torch.get_num_threads()))
     started = time.perf_counter()
-    config = notebook_config(NOTEBOOK, "CONFIG")
-    clip_x0 = notebook_config(NOTEBOOK, "CLIP_X0")
-    device = get_device()
-    schedule = du.DiffusionSchedule(num_timesteps=config["num_timesteps"], schedule=config["schedule"], device=device)
-    data, _ = mnist_tensor(train=True, device=device)                       # (60000, 1, 28, 28) in [-1, 1]
-    classifier = load_classifier(device=device)
+    config, clip_x0, device, schedule, data, classifier = mlp_ladder.setup()   # notebook 2's recipe
     models = {}
     for name, change in VARIANTS.items():
         run_config = {**config, "model_kwargs": {**config["model_kwargs"], **change}, "num_steps": args.steps}

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from notebook_support.evaluation import compare_fid
-from notebook_support.results import RESULTS_DIR, latest_result
+from notebook_support.results import latest_result
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 import readme_tables  # noqa: E402
