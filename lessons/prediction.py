@@ -149,8 +149,8 @@ class PredictionTrainer(RecipeTrainer):
                  **settings):
         self.prediction = check_prediction(prediction)
         if prediction == "flow" and settings.get("min_snr_gamma") is not None:
-            raise ValueError(
-                "min_snr_gamma weights the DDPM path's steps; the flow's loss is plain MSE: set it to None")
+            raise ValueError("min_snr_gamma weights the DDPM path's steps; the flow's loss is "
+                             "plain MSE: set it to None")
         if flow_time_sampling not in FLOW_TIME_SAMPLINGS or (prediction != "flow"
                                                              and flow_time_sampling != "uniform"):
             raise ValueError(

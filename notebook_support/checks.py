@@ -23,6 +23,8 @@ def check_finite(name: str, value) -> None:
     if value is None:
         return
     if isinstance(value, torch.Tensor):
+        if value.is_meta:   # shapes only, no values to check (e.g. a model built on the meta device)
+            return
         if value.dtype.is_floating_point or value.dtype.is_complex:
             bad = int((~torch.isfinite(value)).sum())
             if bad:

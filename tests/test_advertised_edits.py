@@ -292,7 +292,8 @@ def edit_runs(request):
     """The results of every selected entry, run once for the session through the pool, the longest
     first by the seconds the last run took (pytest's cache), so that the two kernels end together."""
     selected = [item.callspec.params["entry"] for item in request.session.items
-                if item.originalname == "test_advertised_edit" and hasattr(item, "callspec")]
+                if getattr(item, "originalname", None) == "test_advertised_edit"   # nbval cells have none
+                and hasattr(item, "callspec")]
     last = request.config.cache.get("advertised_edits/seconds", {}) if request.config.cache else {}
     selected.sort(key=lambda entry: -last.get(_entry_id(entry), 60.0))
     start = time.perf_counter()
