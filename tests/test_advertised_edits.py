@@ -294,15 +294,16 @@ def edit_runs(request):
     selected = [item.callspec.params["entry"] for item in request.session.items
                 if getattr(item, "originalname", None) == "test_advertised_edit"   # nbval cells have none
                 and hasattr(item, "callspec")]
-    last = request.config.cache.get("advertised_edits/seconds", {}) if request.config.cache else {}
+    cache = getattr(request.config, "cache", None)   # None under -p no:cacheprovider
+    last = cache.get("advertised_edits/seconds", {}) if cache else {}
     selected.sort(key=lambda entry: -last.get(_entry_id(entry), 60.0))
     start = time.perf_counter()
     runs = run_edits(selected)
     print(f"\n{len(selected)} advertised edits run in {time.perf_counter() - start:.0f} s "
           f"({WORKERS} kernels x {THREADS} thread(s))")
-    if request.config.cache:
-        request.config.cache.set("advertised_edits/seconds",
-                                 {**last, **{name: round(run.seconds, 1) for name, run in runs.items() if run.ok}})
+    if cache:
+        cache.set("advertised_edits/seconds",
+                  {**last, **{name: round(run.seconds, 1) for name, run in runs.items() if run.ok}})
     return runs
 
 

@@ -1,4 +1,4 @@
-"""Issue 19, items 1, 2, 3, 7, 8 and 14: the cache knows what trained a model; labels and configs
+"""The cache knows what trained a model; labels and configs
 are checked up front; a *args wrapper is explained; bf16 only where it is native.
 
 1+2. The key of shipped and cached checkpoints covers the config, the model's code, the training

@@ -1,4 +1,4 @@
-"""Bad input and faults, round 2 (issue 19, items 4, 5, 6, 9, 10, 11, 13): guidance inputs, per-image
+"""Bad input and faults, round 2: guidance inputs, per-image
 labels with chunked sampling, inpainting masks, two writers of one file, the fallback save, integrity
 of checkpoints and caches, and exports that would break imports.
 

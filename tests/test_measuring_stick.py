@@ -1,6 +1,6 @@
 """The measuring stick must fail garbage: real digits pass, and pure noise, blank images, one digit
-repeated n times and a one-class collapse each fail fidelity or coverage by a wide, measured margin
-(issue 17). Also: intervals, the real-data floor, and no float64 tensor off the CPU.
+repeated n times and a one-class collapse each fail fidelity or coverage by a wide, measured margin.
+Also: intervals, the real-data floor, and no float64 tensor off the CPU.
 
 Everything at n = 500 with fixed seeds; the thresholds come from measured values, quoted beside
 each assert: `python benchmarks/garbage_check.py --n 500` evaluates the same sets with the same
@@ -36,7 +36,7 @@ def floor(classifier):
 
 @pytest.fixture(scope="module")
 def reports(classifier):
-    """Real digits and the four kinds of garbage of issue 17, n = 500 each, seeded."""
+    """Real digits and the four kinds of garbage, n = 500 each, seeded."""
     return {name: ev.evaluate_samples(x, classifier, seed=0) for name, x in ev.garbage_sets(N, seed=1).items()}
 
 
@@ -95,7 +95,7 @@ def test_blank_images_pass_precision_at_the_headline_n_but_fail_realism(classifi
 
 
 def test_confidence_is_no_longer_reported(reports):
-    """Pure noise is classified with p > 0.9 (issue 17): confidence is not a quality measure."""
+    """Pure noise is classified with p > 0.9: confidence is not a quality measure."""
     assert all("confident_share" not in report for report in reports.values())
     assert reports["one-class collapse"]["classes_with_5pct"] == 1  # measured: 1 (class_tv 0.90)
     assert reports["pure noise"]["classes_with_5pct"] == 1  # measured: 1, all noise is one class
