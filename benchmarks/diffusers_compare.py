@@ -40,7 +40,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import diffusion_utils as du  # noqa: E402
 from lessons.unet import UNet, train_recipe  # noqa: E402
-from notebook_support.checks import int_at_least  # noqa: E402
+from notebook_support.checks import DIGIT_COUNT, int_at_least  # noqa: E402
 from notebook_support.data import mnist_tensor  # noqa: E402
 from notebook_support.environment import PROJECT_ROOT  # noqa: E402
 from notebook_support.export import notebook_config  # noqa: E402
@@ -185,7 +185,7 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=480, help="training CPU seconds per row (all threads)")
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (only on a CPU with native bf16)")
     parser.add_argument("--rows", nargs="*", choices=ROWS, default=list(ROWS))
-    parser.add_argument("--n", type=int_at_least(5, " (fewer digits have no interval)"), default=2000, help="DDIM-50 digits per row")
+    parser.add_argument("--n", type=DIGIT_COUNT, default=2000, help="DDIM-50 digits per row")
     parser.add_argument("--seed", type=int_at_least(0), default=0)
     args = parser.parse_args()
     WORK_DIR.mkdir(parents=True, exist_ok=True)

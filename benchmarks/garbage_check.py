@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from notebook_support.checks import int_at_least  # noqa: E402
+from notebook_support.checks import DIGIT_COUNT, int_at_least  # noqa: E402
 from notebook_support.evaluation import (HEADLINE_N, evaluate_samples, garbage_sets, load_classifier,  # noqa: E402
                                          real_data_floor)
 
@@ -27,7 +27,7 @@ COLUMNS = (("fid", "FID", 1), ("kid_x1e3", "KID x1e3", 1), ("precision", "precis
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", type=int_at_least(5, " (fewer digits have no interval)"), default=HEADLINE_N, help="images per set (default: the headline n)")
+    parser.add_argument("--n", type=DIGIT_COUNT, default=HEADLINE_N, help="images per set (default: the headline n)")
     parser.add_argument("--seed", type=int_at_least(0), default=0, help="seed of the floor, the reference digits and the bootstrap")
     args = parser.parse_args()
     started = time.perf_counter()

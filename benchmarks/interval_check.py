@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from notebook_support.checks import int_at_least  # noqa: E402
+from notebook_support.checks import DIGIT_COUNT, int_at_least  # noqa: E402
 from notebook_support import metrics  # noqa: E402
 from notebook_support.data import mnist_tensor  # noqa: E402
 from notebook_support.evaluation import classifier_outputs, load_classifier, prepared_reference  # noqa: E402
@@ -29,7 +29,7 @@ from notebook_support.environment import DATA_DIR  # noqa: E402
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", type=int_at_least(5, " (fewer digits have no interval)"), default=500)
+    parser.add_argument("--n", type=DIGIT_COUNT, default=500)
     parser.add_argument("--draws", type=int_at_least(2), default=32)
     parser.add_argument("--seed", type=int_at_least(0), default=0)
     args = parser.parse_args()

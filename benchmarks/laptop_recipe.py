@@ -30,7 +30,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import diffusion_utils as du  # noqa: E402
 from lessons.unet import UNet, train_recipe  # noqa: E402
-from notebook_support.checks import int_at_least  # noqa: E402
+from notebook_support.checks import DIGIT_COUNT, int_at_least  # noqa: E402
 from notebook_support.checkpoints import validate_config  # noqa: E402
 from notebook_support.data import mnist_tensor  # noqa: E402
 from notebook_support.environment import PROJECT_ROOT  # noqa: E402
@@ -186,14 +186,14 @@ def main() -> None:
     p_trial = sub.add_parser("trial")
     p_trial.add_argument("--name", required=True)
     p_trial.add_argument("--budget", type=float, default=300.0, help="training seconds on this machine")
-    p_trial.add_argument("--n", type=int_at_least(5, " (fewer digits have no interval)"), default=1000, help="DDIM-50 samples to evaluate")
+    p_trial.add_argument("--n", type=DIGIT_COUNT, default=1000, help="DDIM-50 samples to evaluate")
     p_trial.add_argument("--steps", type=int, default=0,
                          help="train this many steps instead of timing the model (for trials that differ in "
                               "lr, loss or EMA only, so timing noise does not change their step count)")
     p_trial.add_argument("--set", action="append", default=[], help="override, e.g. lr=1e-3 or model_kwargs.base_channels=16")
     p_trial.add_argument("--log", default=str(PROJECT_ROOT / "benchmarks/results/laptop_recipe_trials.jsonl"))
     p_table = sub.add_parser("table")
-    p_table.add_argument("--n", type=int_at_least(5, " (fewer digits have no interval)"), default=500, help="show the trials evaluated at this n")
+    p_table.add_argument("--n", type=DIGIT_COUNT, default=500, help="show the trials evaluated at this n")
     p_table.add_argument("--log", default=str(PROJECT_ROOT / "benchmarks/results/laptop_recipe_trials.jsonl"))
     args = parser.parse_args()
     {"speed": speed, "trial": trial, "table": table}[args.command](args)

@@ -35,7 +35,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import diffusion_utils as du  # noqa: E402
 from lessons.mlp import MLPDenoiser, PlainMLP, train  # noqa: E402
-from notebook_support.checks import int_at_least  # noqa: E402
+from notebook_support.checks import DIGIT_COUNT, int_at_least  # noqa: E402
 from notebook_support.data import mnist_tensor  # noqa: E402
 from notebook_support.environment import OUTPUT_DIR, PROJECT_ROOT, get_device  # noqa: E402
 from notebook_support.evaluation import evaluate_samples, format_quality, load_classifier, real_data_floor  # noqa: E402
@@ -116,7 +116,7 @@ def setup() -> tuple:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int_at_least(1), default=STEPS, help=f"training steps per rung (default {STEPS})")
-    parser.add_argument("--n", type=int_at_least(5, " (fewer digits have no interval)"), default=N, help=f"digits drawn and measured per rung (default {N})")
+    parser.add_argument("--n", type=DIGIT_COUNT, default=N, help=f"digits drawn and measured per rung (default {N})")
     parser.add_argument("--results-dir", type=Path, default=None, help="where to write the result file "
                         "(default: benchmarks/results)")
     parser.add_argument("--dry-run", action="store_true", help="print the table but write no result file")

@@ -32,7 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import diffusion_utils as du  # noqa: E402
 from lessons.mlp import MLPDenoiser, train  # noqa: E402
-from notebook_support.checks import int_at_least  # noqa: E402
+from notebook_support.checks import DIGIT_COUNT, int_at_least  # noqa: E402
 from notebook_support.evaluation import evaluate_samples, format_quality, real_data_floor  # noqa: E402
 from notebook_support.results import write_result  # noqa: E402
 from notebook_support.training import load_or_train  # noqa: E402
@@ -79,7 +79,7 @@ def blind_directions(model: MLPDenoiser, frames: torch.Tensor, labels: list, sch
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int_at_least(1), default=mlp_ladder.STEPS)
-    parser.add_argument("--n", type=int_at_least(5, " (fewer digits have no interval)"), default=mlp_ladder.N)
+    parser.add_argument("--n", type=DIGIT_COUNT, default=mlp_ladder.N)
     parser.add_argument("--dry-run", action="store_true", help="print, write no result file")
     args = parser.parse_args()
     torch.set_num_threads(min(2, torch.get_num_threads()))

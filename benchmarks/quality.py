@@ -34,9 +34,9 @@ import diffusion_utils as du  # noqa: E402
 from lessons.mlp import MLPDenoiser, PlainMLP  # noqa: E402
 from lessons.unet import UNet  # noqa: E402
 from notebook_support.checkpoints import load_checkpoint, value_fingerprint  # noqa: E402
-from notebook_support.checks import int_at_least  # noqa: E402
+from notebook_support.checks import DIGIT_COUNT, int_at_least  # noqa: E402
 from notebook_support.environment import CHECKPOINT_DIR, PROJECT_ROOT  # noqa: E402
-from notebook_support.evaluation import HEADLINE_N, MIN_INTERVAL_N  # noqa: E402
+from notebook_support.evaluation import HEADLINE_N  # noqa: E402
 from notebook_support.export import notebook_config  # noqa: E402
 from notebook_support.files import atomic_torch_save, load_torch_file  # noqa: E402
 
@@ -206,7 +206,7 @@ def main() -> None:
     parser.add_argument("command", choices=["sample", "evaluate"])
     parser.add_argument("--only", nargs="*", choices=sorted(RUNS) + ["diffusers-compare"],
                         help="runs to do (default: all of RUNS; diffusers-compare: evaluate that script's rows)")
-    parser.add_argument("--n", type=int_at_least(MIN_INTERVAL_N, " (fewer digits have no interval)"), default=HEADLINE_N,
+    parser.add_argument("--n", type=DIGIT_COUNT, default=HEADLINE_N,
                         help="digits per run (the series' headline n)")
     parser.add_argument("--seed", type=int_at_least(0), default=0)
     args = parser.parse_args()

@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import diffusion_utils as du  # noqa: E402
 import quality  # noqa: E402  (benchmarks/quality.py: model loading, drawing, measuring)
 from lessons.unet import dpm_solver_2m_sample, heun_sample  # noqa: E402
-from notebook_support.checks import int_at_least  # noqa: E402
+from notebook_support.checks import DIGIT_COUNT, int_at_least  # noqa: E402
 from notebook_support import results  # noqa: E402
 
 METHODS = {  # command-line name -> (run-name prefix, sampler, NFE of n steps)
@@ -135,7 +135,7 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
     parser.add_argument("--nfe", nargs="+", type=int, default=list(NFE_TARGETS),
                         help="targets for the network evaluations per digit (Heun: the most steps within)")
-    parser.add_argument("--n", type=int_at_least(5, " (fewer digits have no interval)"), default=None, help="digits per run (default: 500 for quality, 16 for match)")
+    parser.add_argument("--n", type=DIGIT_COUNT, default=None, help="digits per run (default: 500 for quality, 16 for match)")
     parser.add_argument("--seed", type=int_at_least(0), default=0)
     parser.add_argument("--results-dir", type=Path, default=None,
                         help="write result files here and samples to its samples/, a folder inside the project "

@@ -49,10 +49,10 @@ from lessons.prediction import (BAKE_OFF_SAMPLERS, FLOW_TIME_SAMPLINGS, PREDICTI
                                 train_prediction, variant_config)
 from lessons.unet import UNet  # noqa: E402
 from notebook_support.checkpoints import load_checkpoint  # noqa: E402
-from notebook_support.checks import int_at_least  # noqa: E402
+from notebook_support.checks import DIGIT_COUNT, int_at_least  # noqa: E402
 from notebook_support.data import mnist_tensor  # noqa: E402
 from notebook_support.environment import CHECKPOINT_DIR, PROJECT_ROOT  # noqa: E402
-from notebook_support.evaluation import HEADLINE_N, MIN_INTERVAL_N, evaluate_samples, format_quality, load_classifier, real_data_floor  # noqa: E402
+from notebook_support.evaluation import HEADLINE_N, evaluate_samples, format_quality, load_classifier, real_data_floor  # noqa: E402
 from notebook_support.export import notebook_config  # noqa: E402
 from notebook_support.files import load_torch_file  # noqa: E402
 from notebook_support.results import write_result  # noqa: E402
@@ -172,7 +172,7 @@ def main() -> None:
     p_run.add_argument("--seed", type=int_at_least(0), default=0,
                        help="training seed (initial weights, batches, t and noise)")
     p_run.add_argument("--samplers", nargs="*", choices=sorted(BAKE_OFF_SAMPLERS), help="default: DEFAULT_SAMPLERS[variant]")
-    p_run.add_argument("--n", type=int_at_least(MIN_INTERVAL_N, " (fewer digits have no interval)"), default=HEADLINE_N,
+    p_run.add_argument("--n", type=DIGIT_COUNT, default=HEADLINE_N,
                        help="digits drawn and measured per sampler")
     p_run.add_argument("--steps", type=int_at_least(1),
                        help="train this many steps instead of BAKE_OFF_CONFIG's (a probe, not shipped)")

@@ -71,3 +71,10 @@ def int_at_least(low: int, why: str = ""):
 
     parse.__name__ = f"int >= {low}"   # argparse names the type in its messages
     return parse
+
+
+# Below this n a bootstrap resample is likely to draw one digit n times, and KID's interval is then
+# undefined (its unbiased estimate pairs only different digits): evaluate_samples refuses such an n.
+MIN_INTERVAL_N = 5
+# The argparse type of every benchmark's --n (digits drawn and measured).
+DIGIT_COUNT = int_at_least(MIN_INTERVAL_N, " (fewer digits have no interval)")

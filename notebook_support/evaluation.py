@@ -37,6 +37,7 @@ import torch.nn.functional as F
 import diffusion_utils as du
 
 from .checkpoints import load_checkpoint
+from .checks import MIN_INTERVAL_N  # noqa: F401 (re-exported: benchmarks import it from here)
 from .environment import CHECKPOINT_DIR, DATA_DIR
 from .files import CorruptFileError, atomic_torch_save, load_torch_file
 from .metrics import Reference, check_scoring, prepare_reference, score_draws, score_features
@@ -44,9 +45,6 @@ from .metrics import feature_statistics, frechet_distance, kernel_inception_dist
 
 CLASSIFIER_PATH = CHECKPOINT_DIR / "mnist_classifier.pt"
 CLASSIFIER_CONFIG = {"model": "mnist_classifier", "channels": [32, 64], "features": 128, "dropout": 0.25}
-# Below this n a bootstrap resample is likely to draw one digit n times, and KID's interval is then
-# undefined (its unbiased estimate pairs only different digits): evaluate_samples refuses such an n.
-MIN_INTERVAL_N = 5
 MIN_COMPARABLE_N = 256  # below this FID is far from its large-n value (and rank-deficient below 129)
 HEADLINE_N = 2000  # the series' one n for headline figures; "x floor" is quoted at this n only
 
