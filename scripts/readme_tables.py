@@ -265,14 +265,11 @@ def _quality_row(label: str, report: dict, floor: dict | None, extra: list[str])
     return cells + [str(report["classes_with_5pct"])] + extra
 
 
-@readme_table("quality-n2000", command="python benchmarks/quality.py sample && python benchmarks/quality.py evaluate")
-def quality_table(current: str) -> str:
-    """The shipped models at the headline n (2,000): benchmarks/quality.py's result files, one per run,
-    each measured against the same floor (the same random training and test digits)."""
-    header = ["model, sampler", *(label for _, label, _ in QUALITY_COLUMNS[:1]), "× floor",
-              *(label for _, label, _ in QUALITY_COLUMNS[1:]), "classes ≥ 5 %", "digits/s"]
-    results, rows, missing = {}, [], []
-    for run, label in QUALITY_ROWS:
+def _quality_results(runs: list) -> tuple[dict, list[str]]:
+    """({run: its newest quality_<run> result file}, [what to run for each missing one]) for `runs`
+    [(run, label)], all measured at one n against one floor (else ValueError)."""
+    results, missing = {}, []
+    for run, label in runs:
         try:
             results[run] = latest_result(f"quality_{run}")
         except FileNotFoundError:
@@ -280,10 +277,21 @@ def quality_table(current: str) -> str:
     if not results:
         raise FileNotFoundError("no quality_<run> result file yet")
     first = next(iter(results.values()))
-    floor = first["floor"]
-    if any(r["n"] != first["n"] or r["floor"]["fid"] != floor["fid"] for r in results.values()):
+    if any(r["n"] != first["n"] or r["floor"]["fid"] != first["floor"]["fid"] for r in results.values()):
         raise ValueError("the quality result files were measured at different n or against different floors: "
                          "re-run `python benchmarks/quality.py evaluate`")
+    return results, missing
+
+
+@readme_table("quality-n2000", command="python benchmarks/quality.py sample && python benchmarks/quality.py evaluate")
+def quality_table(current: str) -> str:
+    """The shipped models at the headline n (2,000): benchmarks/quality.py's result files, one per run,
+    each measured against the same floor (the same random training and test digits)."""
+    header = ["model, sampler", *(label for _, label, _ in QUALITY_COLUMNS[:1]), "× floor",
+              *(label for _, label, _ in QUALITY_COLUMNS[1:]), "classes ≥ 5 %", "digits/s"]
+    results, missing = _quality_results(QUALITY_ROWS)
+    rows, first = [], next(iter(results.values()))
+    floor = first["floor"]
     for run, label in QUALITY_ROWS:
         if run in results:
             r = results[run]
@@ -505,7 +513,9 @@ def mlp_quality_table(current: str) -> str:
     """Notebook 2's results cell: the MLP rows of the headline table (benchmarks/quality.py, n = 2,000)
     beside the floor they were measured against."""
     runs = [(run, label) for run, label in QUALITY_ROWS if run.startswith("mlp")]
-    results = {run: latest_result(f"quality_{run}") for run, _ in runs}
+    results, missing = _quality_results(runs)
+    if missing:
+        raise FileNotFoundError("not measured yet: " + "; ".join(missing))
     first = next(iter(results.values()))
     header = ["model, sampler", "FID", "× floor", *(label for _, label, _ in QUALITY_COLUMNS[1:]), "classes ≥ 5 %"]
     rows = [_quality_row(label, results[run]["report"], results[run]["floor"], []) for run, label in runs]
