@@ -228,8 +228,11 @@ def train_recipe(model, schedule, data, *, num_steps, batch_size=128, lr=2e-4, g
     return trainer.run(progress, resume)
 
 
-# Section 6: few-step samplers of the same eps-model as solvers of the probability-flow ODE
+# Section 6: sampling as solving the probability-flow ODE
 #     d xbar / d sigma = eps(x, t),   xbar = x / sqrt(abar),   sigma = sqrt((1 - abar) / abar)
+from notebook_support.checks import check_num_steps   # an input check, not taught
+
+
 def sigma_alpha(schedule, t: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(sigma_t, alpha_t) = (sqrt((1 - abar_t) / abar_t), sqrt(abar_t)) of the timestep index t, as
     0-d tensors; t = -1 is the data end of the ODE, abar = 1: (0, 1)."""
@@ -263,150 +266,156 @@ def euler_step(schedule, x: torch.Tensor, t: int, t_next: int, eps: torch.Tensor
     return alpha_next * (x / alpha + (sigma_next - sigma) * eps)
 
 
-def dpm_solver_first_order_step(schedule, x: torch.Tensor, t: int, t_next: int,
-                                x0: torch.Tensor) -> torch.Tensor:
-    """DPM-Solver++'s first-order step (Lu et al. 2022, Eq. 8 with k = 1): in xbar, move the
-    fraction 1 - sigma_next / sigma of the way to the predicted x0 (the Euler step again)."""
-    (sigma, alpha), (sigma_next, alpha_next) = sigma_alpha(schedule, t), \
-        sigma_alpha(schedule, t_next)
-    ratio = sigma_next / sigma                              # = exp(-h), h = log(sigma / sigma_next)
-    return alpha_next * (ratio * x / alpha + (1 - ratio) * x0)
+# A grid: the noise levels sigma_0 > ... > sigma_N = 0 a solver steps through, float64 on the CPU.
+# Each starts at the largest trained sigma (t = T-1, where x_T lives) and evaluates the model last
+# at the smallest (t = 0); they differ only in how they space the N steps between.
+def schedule_sigmas(schedule) -> torch.Tensor:
+    """sigma_t of the trained timesteps t = 0..T-1, increasing: (T,) float64 on the CPU."""
+    return schedule.sqrt_recipm1_alphas_cumprod.detach().cpu().double()
 
 
-def dpm_solver_2m_step(schedule, x, t, t_next, x0, t_last, x0_last) -> torch.Tensor:
-    """DPM-Solver++(2M)'s step (Lu et al. 2022, Algorithm 2): the first-order step with x0 replaced
-    by its linear extrapolation in lambda = -log(sigma) from x0_last, predicted at t_last."""
-    sigma_last, sigma, sigma_next = (sigma_alpha(schedule, s)[0] for s in (t_last, t, t_next))
-    r = torch.log(sigma_last / sigma) / torch.log(sigma / sigma_next)          # h_last / h
-    x0_extrapolated = (1 + 1 / (2 * r)) * x0 - 1 / (2 * r) * x0_last
-    return dpm_solver_first_order_step(schedule, x, t, t_next, x0_extrapolated)
+def t_uniform_grid(schedule, num_steps: int) -> torch.Tensor:
+    """DDIM's grid: num_steps timesteps evenly spaced from T-1 to 0 (du.ddim_timesteps), then 0."""
+    timesteps = du.ddim_timesteps(schedule.num_timesteps, num_steps)
+    return torch.cat([schedule_sigmas(schedule)[timesteps], torch.zeros(1, dtype=torch.float64)])
 
 
-def check_solver_timesteps(schedule, num_steps, timesteps) -> list[int]:
-    """The decreasing integer timesteps a solver evaluates the model at: `timesteps` if given, else
-    num_steps (default 20) evenly spaced from T-1 to 0 (du.ddim_timesteps); then on to abar = 1."""
-    if timesteps is None:
-        return du.ddim_timesteps(schedule.num_timesteps, 20 if num_steps is None else num_steps)
-    timesteps = list(timesteps)
-    if not timesteps or any(isinstance(t, bool) or not isinstance(t, int) for t in timesteps):
-        raise TypeError("timesteps must be a non-empty list of ints (use .tolist() on a tensor), "
-                        f"got {timesteps!r}")
-    if any(b >= a for a, b in zip(timesteps, timesteps[1:])) \
-            or not 0 <= timesteps[-1] <= timesteps[0] < schedule.num_timesteps:
-        raise ValueError("timesteps must decrease strictly within "
-                         f"[0, {schedule.num_timesteps - 1}], got {timesteps}")
-    if num_steps is not None and num_steps != len(timesteps):
-        raise ValueError(f"num_steps ({num_steps}) must be None or len(timesteps) "
-                         f"({len(timesteps)})")
-    return timesteps
+def lambda_uniform_grid(schedule, num_steps: int) -> torch.Tensor:
+    """Evenly spaced in lambda = log(abar / (1 - abar)) / 2 = -log sigma (DPM-Solver's), then 0."""
+    sigmas = schedule_sigmas(schedule)
+    log_sigmas = torch.linspace(sigmas[-1].log(), sigmas[0].log(), check_num_steps(num_steps),
+                                dtype=torch.float64)                              # (N,)
+    return torch.cat([log_sigmas.exp(), torch.zeros(1, dtype=torch.float64)])
 
 
-def solve_probability_flow(model, schedule, shape, update, name: str, *, num_steps=None,
-                           timesteps=None, clip_x0=False, generator=None, device=None, x_T=None,
-                           return_trajectory=False, progress=True):
-    """The loop every solver shares: x_T (given, or drawn with `generator`, the only draw), then
-    x = update(x, t, t_next, predict) over the timesteps and on to t_next = -1 (x0), where
-    predict(x, t) is eps_and_x0's (eps, x0). Returns the samples, or (samples, frames, paper-t
-    labels) like du.ddim_sample; the model's train/eval mode is restored afterwards."""
-    steps = check_solver_timesteps(schedule, num_steps, timesteps)
+def karras_grid(schedule, num_steps: int, rho: float = 7.0) -> torch.Tensor:
+    """Karras et al. 2022, Eq. 5: evenly spaced in sigma^(1/rho), then 0; rho = 7 lies between
+    equal steps in sigma (rho = 1) and in log sigma (rho -> infinity, the lambda grid)."""
+    sigmas = schedule_sigmas(schedule)
+    ramp = torch.linspace(0, 1, check_num_steps(num_steps), dtype=torch.float64)    # (N,)
+    top, bottom = sigmas[-1] ** (1 / rho), sigmas[0] ** (1 / rho)
+    return torch.cat([(top + ramp * (bottom - top)) ** rho, torch.zeros(1, dtype=torch.float64)])
+
+
+class EpsDenoiser:
+    """The eps-model as the ODE sees it: x0_hat(xbar, sigma) at any sigma > 0, model calls counted
+    in `evaluations`. A sigma between two trained timesteps maps by `timestep`: "nearest" (the t
+    whose sigma_t is closest in log sigma; exact on the t-uniform grid) or "interpolate" (a
+    fractional t, linear in log sigma between the two; the sinusoidal clock takes any real t)."""
+
+    def __init__(self, model, schedule, clip_x0: bool = False, timestep: str = "nearest"):
+        if timestep not in ("nearest", "interpolate"):
+            raise ValueError(f"timestep must be 'nearest' or 'interpolate', got {timestep!r}")
+        self.model, self.clip_x0, self.timestep = model, clip_x0, timestep
+        self.log_sigmas = schedule_sigmas(schedule).log()                         # (T,) increasing
+        self.evaluations = 0
+
+    def t_of(self, sigma: float) -> float:
+        """The timestep the model is shown for noise level sigma (whole when "nearest")."""
+        log_sigma = torch.tensor(math.log(sigma), dtype=torch.float64)
+        i = int(torch.searchsorted(self.log_sigmas, log_sigma).clamp(1, len(self.log_sigmas) - 1))
+        low, high = self.log_sigmas[i - 1], self.log_sigmas[i]                    # t = i - 1 and i
+        fraction = ((log_sigma - low) / (high - low)).clamp(0, 1).item()
+        return i - 1 + (round(fraction) if self.timestep == "nearest" else fraction)
+
+    def __call__(self, xbar: torch.Tensor, sigma: float) -> torch.Tensor:
+        x = xbar / math.sqrt(1 + sigma ** 2)                         # (B, 1, 28, 28) x_t = alpha xbar
+        t = torch.full((x.shape[0],), self.t_of(sigma), device=x.device)          # (B,)
+        eps = self.model(x, t.long() if self.timestep == "nearest" else t)        # (B, 1, 28, 28)
+        du._check_model_output(eps, x)
+        self.evaluations += 1
+        x0 = xbar - sigma * eps                                                   # Eq. 4 in xbar
+        return x0.clamp(-1, 1) if self.clip_x0 else x0
+
+
+@torch.inference_mode()
+def ode_sample(model, schedule, shape, *, solver, grid, num_steps: int, clip_x0: bool = False,
+               timestep: str = "nearest", generator=None, device=None, x_T=None,
+               return_trajectory: bool = False, progress: bool = True) -> torch.Tensor:
+    """Digits from x_T ~ N(0, I) at t = T-1: `solver` walks `grid(schedule, num_steps)` from
+    xbar_T = x_T / sqrt(abar_{T-1}) to sigma = 0, where xbar is x0. du.ddim_sample's arguments, so
+    sample_in_chunks runs it; the model's train/eval mode is restored afterwards."""
+    if return_trajectory:
+        raise ValueError("ode_sample returns the samples only: return_trajectory must be False")
+    sigmas = grid(schedule, num_steps)                                            # (N + 1,)
     device = torch.device(device) if device is not None else schedule.device
-    x = du._start(shape, x_T, generator, device)                               # (B, 1, 28, 28)
-    frames, labels = ([x.cpu()], [steps[0] + 1]) if return_trajectory else ([], [])
-    predict = functools.partial(eps_and_x0, model, schedule, clip_x0=clip_x0)
-    was_training = model.training
+    x = du._start(shape, x_T, generator, device)                                  # (B, 1, 28, 28)
+    denoiser, was_training = EpsDenoiser(model, schedule, clip_x0, timestep), model.training
+    bar = du.progress_bar(None, desc=f"{solver.__name__} on {grid.__name__}({num_steps})",
+                          unit=" evaluations", disable=not progress)
+    def counted(xbar, sigma):                            # the bar moves with every model call
+        bar.update()
+        return denoiser(xbar, sigma)
     model.eval()
     try:
-        pairs = list(zip(steps, steps[1:] + [-1]))                              # (t, t_next)
-        for t, t_next in du.progress_bar(pairs, desc=f"{name}-{len(steps)} sampling",
-                                         disable=not progress):
-            x = update(x, t, t_next, predict)
-            if return_trajectory:
-                frames.append(x.cpu()), labels.append(t_next + 1)
+        return solver(counted, x * math.sqrt(1 + sigmas[0].item() ** 2), sigmas)   # xbar_T -> x0
     finally:
         model.train(was_training)
-    return (x, torch.stack(frames), labels) if return_trajectory else x
+        bar.close()
 
 
-@torch.inference_mode()
-def euler_sample(model, schedule, shape, *, num_steps=None, timesteps=None, clip_x0=False,
-                 generator=None, device=None, x_T=None, return_trajectory=False, progress=True):
-    """DDIM with eta = 0 as Euler's method on d xbar / d sigma = eps: one evaluation per step. As
-    du.ddim_sample, without eta; `timesteps` (decreasing ints) replaces the grid of num_steps."""
-    def update(x, t, t_next, predict):
-        eps, _ = predict(x, t)
-        return euler_step(schedule, x, t, t_next, eps)
-    return solve_probability_flow(model, schedule, shape, update, "Euler", num_steps=num_steps,
-                                  timesteps=timesteps, clip_x0=clip_x0, generator=generator,
-                                  device=device, x_T=x_T, return_trajectory=return_trajectory,
-                                  progress=progress)
+# Three solvers in k-diffusion's shape, (denoise, xbar, grid) -> x0, where denoise(xbar, sigma)
+# is x0_hat and the slope of the ODE is eps = (xbar - x0_hat) / sigma.
+def euler(denoise, xbar: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
+    """DDIM with eta = 0: xbar += (sigma' - sigma) eps. One evaluation per step."""
+    for sigma, sigma_next in zip(sigmas[:-1].tolist(), sigmas[1:].tolist()):
+        eps = (xbar - denoise(xbar, sigma)) / sigma                             # (B, 1, 28, 28)
+        xbar = xbar + (sigma_next - sigma) * eps
+    return xbar
 
 
-@torch.inference_mode()
-def heun_sample(model, schedule, shape, *, num_steps=None, timesteps=None, clip_x0=False,
-                generator=None, device=None, x_T=None, return_trajectory=False, progress=True):
+def heun(denoise, xbar: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
     """Heun's method (Karras et al. 2022, Algorithm 1 without noise): an Euler step, the slope at
-    its end, and the step again with the mean of the two slopes. The last step, into sigma = 0,
-    stays an Euler step, so N steps cost 2N - 1 evaluations. Arguments as euler_sample."""
-    def update(x, t, t_next, predict):
-        eps, _ = predict(x, t)
-        x_euler = euler_step(schedule, x, t, t_next, eps)
-        if t_next == -1:
-            return x_euler
-        eps_next, _ = predict(x_euler, t_next)                  # the slope at the end of the step
-        return euler_step(schedule, x, t, t_next, (eps + eps_next) / 2)
-    return solve_probability_flow(model, schedule, shape, update, "Heun", num_steps=num_steps,
-                                  timesteps=timesteps, clip_x0=clip_x0, generator=generator,
-                                  device=device, x_T=x_T, return_trajectory=return_trajectory,
-                                  progress=progress)
+    its end, the step again with the mean slope. The step into sigma = 0 stays Euler, so N steps
+    cost 2N - 1 evaluations."""
+    for sigma, sigma_next in zip(sigmas[:-1].tolist(), sigmas[1:].tolist()):
+        eps = (xbar - denoise(xbar, sigma)) / sigma
+        xbar_euler = xbar + (sigma_next - sigma) * eps
+        if sigma_next == 0:
+            return xbar_euler
+        eps_next = (xbar_euler - denoise(xbar_euler, sigma_next)) / sigma_next   # slope at the end
+        xbar = xbar + (sigma_next - sigma) * (eps + eps_next) / 2
+    return xbar
 
 
-@torch.inference_mode()
-def dpm_solver_2m_sample(model, schedule, shape, *, num_steps=None, timesteps=None, clip_x0=False,
-                         generator=None, device=None, x_T=None, return_trajectory=False,
-                         progress=True):
-    """DPM-Solver++(2M) (Lu et al. 2022), one evaluation per step; its first and last steps are
-    first order, as in diffusers with final_sigmas_type="zero". Arguments as euler_sample."""
-    last = []                                                     # (t, x0) of the previous step
-    def update(x, t, t_next, predict):
-        _, x0 = predict(x, t)
-        if last and t_next != -1:
-            x_next = dpm_solver_2m_step(schedule, x, t, t_next, x0, *last)
-        else:
-            x_next = dpm_solver_first_order_step(schedule, x, t, t_next, x0)
-        last[:] = [t, x0]
-        return x_next
-    return solve_probability_flow(model, schedule, shape, update, "DPM-Solver++(2M)",
-                                  num_steps=num_steps,
-                                  timesteps=timesteps, clip_x0=clip_x0, generator=generator,
-                                  device=device, x_T=x_T, return_trajectory=return_trajectory,
-                                  progress=progress)
+def dpm_solver_2m(denoise, xbar: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
+    """DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2), one evaluation per step. With x0_hat held
+    fixed, xbar' = (sigma'/sigma) xbar + (1 - sigma'/sigma) x0_hat solves the ODE exactly (the
+    DDIM step again); 2M extrapolates x0_hat linearly in lambda = -log sigma from the step before.
+    The first step and the one into sigma = 0 are first order, as diffusers' (final_sigmas "zero")."""
+    x0_last = h_last = None
+    for sigma, sigma_next in zip(sigmas[:-1].tolist(), sigmas[1:].tolist()):
+        x0 = denoise(xbar, sigma)                                               # (B, 1, 28, 28)
+        if sigma_next == 0:
+            return x0                                          # the first-order step into sigma = 0
+        h = math.log(sigma / sigma_next)                                        # the step in lambda
+        x0_used = x0 if x0_last is None else x0 + (x0 - x0_last) * h / (2 * h_last)
+        xbar = sigma_next / sigma * xbar + (1 - sigma_next / sigma) * x0_used
+        x0_last, h_last = x0, h
+    return xbar
 
 
-class GaussianDataEps(nn.Module):
-    """The exact noise estimate for data x0 ~ N(0, c^2 I): E[eps | x_t] = sqrt(1 - abar) x /
-    (abar c^2 + 1 - abar) = sigma xbar / (c^2 + sigma^2). A stand-in for the network whose ODE is
-    solved by hand."""
+class GaussianDenoiser:
+    """The exact x0_hat for data x0 ~ N(0, c^2 I): E[x0 | xbar] = c^2 xbar / (c^2 + sigma^2), at
+    any sigma. A stand-in for the network whose ODE is solved by hand; evaluations counted."""
 
-    def __init__(self, schedule, c: float = 0.5):
-        super().__init__()
-        self.alphas_cumprod, self.c = schedule.alphas_cumprod.cpu().double(), c   # float64, CPU
+    def __init__(self, c: float = 0.5):
+        self.c, self.evaluations = c, 0
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        ab = self.alphas_cumprod[t.cpu()].view(-1, *[1] * (x.ndim - 1))            # (B, 1, 1, 1)
-        ab = ab.to(x.device, x.dtype)                                              # on x's device
-        return (1 - ab).sqrt() * x / (ab * self.c ** 2 + 1 - ab)
+    def __call__(self, xbar: torch.Tensor, sigma: float) -> torch.Tensor:
+        self.evaluations += 1
+        return self.c ** 2 * xbar / (self.c ** 2 + sigma ** 2)
 
 
-def gaussian_flow_x0(schedule, x_T: torch.Tensor,
+def gaussian_flow_x0(schedule, xbar_T: torch.Tensor,
                      c: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
-    """For GaussianDataEps(c), in float64 on the CPU: (the exact x0 of the ODE from x_T, what every
-    sampler converges to). The ODE is solved by xbar(sigma) = xbar_T sqrt(c^2 + sigma^2) /
-    sqrt(c^2 + sigma_T^2), so x0 = xbar_T c / sqrt(c^2 + sigma_T^2). The samplers follow it down to
-    sigma_0 (t = 0), then all take the same first-order step into sigma = 0, the x0 prediction
-    xbar(sigma_0) c^2 / (c^2 + sigma_0^2): their limit, a factor 1 - O(sigma_0^2 / c^2) off."""
-    ab = schedule.alphas_cumprod.cpu().double()
-    sigma = ((1 - ab) / ab).sqrt()                                                   # (T,)
-    xbar_T = x_T.cpu().double() / ab[-1].sqrt()                                      # (B, ...)
-    exact = xbar_T * c / (c ** 2 + sigma[-1] ** 2).sqrt()
-    xbar_0 = xbar_T * (c ** 2 + sigma[0] ** 2).sqrt() / (c ** 2 + sigma[-1] ** 2).sqrt()  # at t = 0
-    return exact, xbar_0 * c ** 2 / (c ** 2 + sigma[0] ** 2)
+    """For GaussianDenoiser(c), in float64 on the CPU: (the exact x0 of the ODE from xbar_T at the
+    largest sigma, what every solver on every grid converges to). The ODE is solved by
+    xbar(sigma) = xbar_T sqrt(c^2 + sigma^2) / sqrt(c^2 + sigma_T^2). Every grid evaluates last at
+    the smallest trained sigma_0 and steps from there into sigma = 0 by x0_hat: the limit, a factor
+    1 - O(sigma_0^2 / c^2) off the exact x0."""
+    sigmas, xbar_T = schedule_sigmas(schedule), xbar_T.cpu().double()
+    top, bottom = sigmas[-1], sigmas[0]
+    exact = xbar_T * c / (c ** 2 + top ** 2).sqrt()
+    xbar_0 = xbar_T * (c ** 2 + bottom ** 2).sqrt() / (c ** 2 + top ** 2).sqrt()    # at sigma_0
+    return exact, xbar_0 * c ** 2 / (c ** 2 + bottom ** 2)

@@ -113,3 +113,41 @@ def plot_loss_curve(payload: dict, ax=None, label: str | None = None, title: str
     if title:
         ax.set_title(title)
     return ax
+
+
+SAMPLER_MODELS = {"unet": "shipped U-Net (DEFAULT_CONFIG)", "laptop": "laptop U-Net (LAPTOP_CONFIG)"}
+
+
+def plot_sampler_quality(models: Sequence[str] = tuple(SAMPLER_MODELS), axes=None):
+    """benchmarks/samplers.py's paired comparison, one panel per model: FID minus DDIM-50's on the same
+    x_T against the network evaluations per digit, a line per solver and grid, with the paired 95 %
+    interval as error bars; a line that reaches 0 ties DDIM-50. Reads samplers_paired_<model>; returns
+    the axes."""
+    import matplotlib.pyplot as plt
+
+    from .results import latest_result
+
+    if axes is None:
+        _, axes = plt.subplots(1, len(models), figsize=(7 * len(models), 4.2), squeeze=False)
+        axes = axes[0]
+    markers = {"ddim": "o", "heun": "s", "dpm++2m": "^"}
+    styles = {"t-uniform": ":", "lambda": "-", "karras": "--"}
+    for ax, model in zip(axes, models):
+        result = latest_result(f"samplers_paired_{model}")
+        lines: dict[tuple[str, str], list[dict]] = {}
+        for row in result["rows"]:
+            if not row["check"]:
+                lines.setdefault((row["solver"], row["grid"]), []).append(row)
+        for (solver, grid), rows in lines.items():
+            rows = sorted(rows, key=lambda r: r["nfe"])
+            values = [r["value"] for r in rows]
+            spread = [[r["value"] - r["low"] for r in rows], [r["high"] - r["value"] for r in rows]]
+            ax.errorbar([r["nfe"] for r in rows], values, yerr=spread, marker=markers[solver],
+                        linestyle=styles[grid], capsize=3, label=f"{solver}, {grid}")
+        ax.axhline(0, color="black", linewidth=0.8)
+        ax.set_xscale("log")
+        ax.set_yscale("symlog", linthresh=10)
+        ax.set(xlabel="network evaluations per digit", ylabel="FID minus DDIM-50's (same x_T)",
+               title=f"{SAMPLER_MODELS.get(model, model)}, n = {result['n']:,}")
+    axes[0].legend(fontsize=8, ncol=3)
+    return axes

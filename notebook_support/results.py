@@ -48,6 +48,8 @@ META_KEYS = ("what", "n", "seed", "interval", "seconds", "date", "quick_mode", "
 # script that starts writing a result registers its command here (or passes command= to the reader).
 RESULT_COMMANDS = {
     "mlp_ladder": "python benchmarks/mlp_ladder.py",
+    "samplers_paired_unet": "python benchmarks/samplers.py quality --model unet",
+    "samplers_paired_laptop": "python benchmarks/samplers.py quality --model laptop",
     "laptop_recipe_trials": "python benchmarks/laptop_recipe.py trial --name NAME --budget 240 --n 500 "
                             "--log benchmarks/results/<date>_cpu_laptop_recipe_trials.jsonl",
 }

@@ -175,11 +175,13 @@ def test_two_processes_appending_large_rows_keep_every_row(tmp_path):
 # Samplers refuse non-finite inputs and absurd step counts; resume files are validated
 # ---------------------------------------------------------------------------------------------
 
+import functools  # noqa: E402
+
 import torch  # noqa: E402
 
 import diffusion_utils as du  # noqa: E402
 from lessons.mlp import MLPDenoiser  # noqa: E402
-from lessons.unet import dpm_solver_2m_sample, heun_sample  # noqa: E402
+from lessons.unet import dpm_solver_2m, heun, karras_grid, lambda_uniform_grid, ode_sample  # noqa: E402
 from notebook_support import checks, files  # noqa: E402
 
 from test_support import (TINY_KWARGS, assert_same_state, interrupt_after, interruptible,  # noqa: E402,F401
@@ -188,7 +190,11 @@ from test_support import (TINY_KWARGS, assert_same_state, interrupt_after, inter
 NAN_X_T = torch.zeros(2, 1, 4, 4).index_put_((torch.tensor([1]),), torch.tensor(float("nan")))   # (2, 1, 4, 4)
 
 
-@pytest.mark.parametrize("sampler", [du.p_sample_loop, du.ddim_sample, heun_sample, dpm_solver_2m_sample])
+HEUN_KARRAS = functools.partial(ode_sample, solver=heun, grid=karras_grid)          # notebook 3's few-step samplers
+DPM_LAMBDA = functools.partial(ode_sample, solver=dpm_solver_2m, grid=lambda_uniform_grid)
+
+
+@pytest.mark.parametrize("sampler", [du.p_sample_loop, du.ddim_sample, HEUN_KARRAS, DPM_LAMBDA])
 def test_the_samplers_refuse_a_non_finite_x_T(sampler):
     model, schedule = MLPDenoiser(**TINY_KWARGS), du.DiffusionSchedule(num_timesteps=20, schedule="cosine")
     steps = {} if sampler is du.p_sample_loop else {"num_steps": 5}

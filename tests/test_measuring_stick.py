@@ -157,3 +157,48 @@ def test_floor_report_has_the_same_shape_and_is_cached(classifier, floor):
     again = ev.real_data_floor(N, classifier, seed=0)
     assert again == floor and again is not floor
     assert again["seconds"] == floor["seconds"]  # served from the cache, not measured again
+
+
+# --- the paired FID difference (benchmarks/samplers.py: each sampler against DDIM-50 on the same x_T) ---------------
+
+@pytest.fixture(scope="module")
+def real_features(classifier, train_split):
+    """Features of 2 x 500 disjoint random training digits: two sets of one quality, paired by index."""
+    images, _ = train_split
+    order = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(5))[:2 * N]
+    features, _ = ev.classifier_outputs(classifier, images[order])                      # (1000, 128)
+    return features[:N], features[N:]
+
+
+def test_the_paired_difference_ties_equals_and_fails_garbage(classifier, real_features):
+    reference = ev.prepared_reference(classifier)
+    a, b = real_features
+    itself = metrics.paired_fid_difference(a, a, reference, num_resamples=200)
+    assert itself["value"] == itself["low"] == itself["high"] == 0
+    equal = metrics.paired_fid_difference(a, b, reference, num_resamples=200)      # same quality: a tie
+    assert equal["low"] < 0 < equal["high"]
+    for name, images in ev.garbage_sets(N, seed=1).items():
+        if name == "real digits":
+            continue
+        garbage, _ = ev.classifier_outputs(classifier, images)
+        worse = metrics.paired_fid_difference(garbage, a, reference, num_resamples=200)
+        assert worse["low"] > 10 * equal["high"], name                                 # far from a tie
+
+
+def test_pairing_is_sharper_than_two_intervals(classifier, real_features):
+    """A set and a slightly perturbed copy (what two samplers from one x_T look like): the paired interval is much
+    narrower than either FID's own bootstrap interval, and it still sees a real shift."""
+    reference = ev.prepared_reference(classifier)
+    a, _ = real_features
+    shifted = a + 0.05 * a.std(dim=0) + 0.05 * a.std() * torch.randn(a.shape, generator=torch.Generator().manual_seed(1),
+                                                                        dtype=a.dtype)
+    paired = metrics.paired_fid_difference(shifted, a, reference, num_resamples=200)
+    alone = metrics.score_features(a, reference, num_resamples=200)["fid"]
+    assert paired["high"] - paired["low"] < (alone["high"] - alone["low"]) / 3
+    assert paired["low"] > 0                                                           # the shift is seen
+
+
+def test_the_paired_difference_refuses_unpaired_sets(classifier, real_features):
+    a, b = real_features
+    with pytest.raises(ValueError, match="paired sets need the same shape"):
+        metrics.paired_fid_difference(a, b[:-1], ev.prepared_reference(classifier))
