@@ -25,7 +25,8 @@ interval that holds 0), plus the same difference for the four garbage sets of qu
 stick (pure noise, blanks, one digit repeated, a one-class collapse; paired by index), which must fail, and
 for DDIM-50 against itself (0). `--timestep interpolate` writes samplers_paired_<model>_interp, where each
 run is also paired with its nearest-t twin.
-`--results-dir` sends samples and result files to another folder inside the project (a smoke test:
+`--pair-only` skips the measuring of runs measured by earlier calls (e.g. one call per NFE, then one that pairs
+them all). `--results-dir` sends samples and result files to another folder inside the project (a smoke test:
 `quality --n 8 --nfe 5 --results-dir outputs/smoke`).
 """
 
@@ -125,8 +126,9 @@ def paired_differences(model: str, runs: list[str], n: int, seed: int, timestep:
 
 
 def run_quality(model: str, solvers: list[str], grids: list[str], nfes: list[int], n: int, seed: int,
-                timestep: str) -> None:
-    """Draw (or resume, or reuse) every run's n digits, measure them with quality.evaluate, then pair them."""
+                timestep: str, pair_only: bool = False) -> None:
+    """Draw (or resume, or reuse) every run's n digits, measure them with quality.evaluate, then pair them.
+    pair_only: the runs were drawn and measured already (by earlier calls): only pair them."""
     baseline = f"{model}-ddim50-clip"
     quality.draw(baseline, n, seed)
     weights, schedule, _ = quality.load_model(model)
@@ -139,7 +141,8 @@ def run_quality(model: str, solvers: list[str], grids: list[str], nfes: list[int
                 quality.draw_digits(weights, schedule, quality.sample_file(run, n, seed), n, seed,
                                     quality.RUNS[run][1], True, record={"run": run, "model": model})
                 runs.append(run)
-    quality.evaluate([baseline] + runs, n, seed)
+    if not pair_only:
+        quality.evaluate([baseline] + runs, n, seed)
     paired_differences(model, runs, n, seed, timestep)
 
 
@@ -209,6 +212,8 @@ def main() -> None:
                         help="how a sigma between two trained timesteps reaches the model")
     parser.add_argument("--n", type=DIGIT_COUNT, default=None,
                         help="digits per run (default: 2,000 for quality, 16 for match)")
+    parser.add_argument("--pair-only", action="store_true",
+                        help="the runs are drawn and measured (quality_<run> files exist): only write the paired file")
     parser.add_argument("--seed", type=int_at_least(0), default=0)
     parser.add_argument("--results-dir", type=Path, default=None,
                         help="write result files here and samples to its samples/, a folder inside the project "
@@ -222,7 +227,8 @@ def main() -> None:
         quality.SAMPLE_DIR = folder / "samples"
     if args.command == "match":
         sys.exit(match_diffusers(args.n or 16, args.seed))
-    run_quality(args.model, args.solvers, args.grids, args.nfe, args.n or quality.HEADLINE_N, args.seed, args.timestep)
+    run_quality(args.model, args.solvers, args.grids, args.nfe, args.n or quality.HEADLINE_N, args.seed, args.timestep,
+                args.pair_only)
 
 
 if __name__ == "__main__":

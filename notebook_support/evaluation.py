@@ -40,7 +40,7 @@ from .checkpoints import load_checkpoint
 from .checks import MIN_INTERVAL_N  # noqa: F401 (re-exported: benchmarks import it from here)
 from .environment import CHECKPOINT_DIR, DATA_DIR
 from .files import CorruptFileError, atomic_torch_save, load_torch_file
-from .metrics import Reference, check_scoring, prepare_reference, score_draws, score_features
+from .metrics import Reference, check_scoring, paired_fid_difference, prepare_reference, score_draws, score_features
 from .metrics import feature_statistics, frechet_distance, kernel_inception_distance  # noqa: F401 (public names)
 
 CLASSIFIER_PATH = CHECKPOINT_DIR / "mnist_classifier.pt"
@@ -328,6 +328,19 @@ def compare_at_equal_n(samples: dict, classifier: MNISTClassifier | None = None,
                    for name, images in samples.items()}
     n = next(iter(sizes.values()))
     return reports, real_data_floor(n, classifier, root, seed=seed)
+
+
+def compare_paired(images_a: torch.Tensor, images_b: torch.Tensor, classifier: MNISTClassifier | None = None,
+                   root: str | Path = DATA_DIR, *, seed: int = 0, num_resamples: int = 1000) -> dict:
+    """FID(a) - FID(b) for two sets whose image i started from the same x_T (two samplers of one model), with
+    the 95 % interval of a paired bootstrap over the indices (metrics.paired_fid_difference): sharper than
+    comparing two intervals. {"value", "low", "high", "n", "interval"}; a tie is an interval that holds 0."""
+    if images_a.shape != images_b.shape:
+        raise ValueError(f"paired sets need the same shape, got {tuple(images_a.shape)} and {tuple(images_b.shape)}")
+    classifier = classifier if classifier is not None else load_classifier()
+    features = [classifier_outputs(classifier, images.clamp(-1, 1))[0] for images in (images_a, images_b)]
+    return paired_fid_difference(*features, prepared_reference(classifier, root), seed=seed,
+                                 num_resamples=num_resamples)
 
 
 def compare_fid(a: dict, b: dict) -> str:

@@ -115,7 +115,10 @@ def plot_loss_curve(payload: dict, ax=None, label: str | None = None, title: str
     return ax
 
 
+# benchmarks/samplers.py's names -> what the plot and the lab report call them
 SAMPLER_MODELS = {"unet": "shipped U-Net (DEFAULT_CONFIG)", "laptop": "laptop U-Net (LAPTOP_CONFIG)"}
+SOLVER_LABELS = {"ddim": "DDIM (Euler)", "heun": "Heun", "dpm++2m": "DPM-Solver++(2M)"}
+GRID_LABELS = {"t-uniform": "t-uniform", "lambda": "λ-uniform", "karras": "Karras ρ = 7"}
 
 
 def plot_sampler_quality(models: Sequence[str] = tuple(SAMPLER_MODELS), axes=None):
@@ -143,7 +146,7 @@ def plot_sampler_quality(models: Sequence[str] = tuple(SAMPLER_MODELS), axes=Non
             values = [r["value"] for r in rows]
             spread = [[r["value"] - r["low"] for r in rows], [r["high"] - r["value"] for r in rows]]
             ax.errorbar([r["nfe"] for r in rows], values, yerr=spread, marker=markers[solver],
-                        linestyle=styles[grid], capsize=3, label=f"{solver}, {grid}")
+                        linestyle=styles[grid], capsize=3, label=f"{SOLVER_LABELS[solver]}, {GRID_LABELS[grid]}")
         ax.axhline(0, color="black", linewidth=0.8)
         ax.set_xscale("log")
         ax.set_yscale("symlog", linthresh=10)
