@@ -42,6 +42,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import diffusion_utils as du  # noqa: E402
 import quality  # noqa: E402  (benchmarks/quality.py: model loading, drawing, measuring)
 from lessons.unet import (dpm_solver_2m, euler, heun, karras_grid, lambda_uniform_grid, ode_sample,  # noqa: E402
                           schedule_sigmas, t_uniform_grid)
@@ -81,7 +82,7 @@ def sampler_run(model: str, solver: str, grid: str, nfe: int, timestep: str) -> 
     return run
 
 
-def paired_differences(model: str, runs: list[str], n: int, seed: int, timestep: str = "nearest") -> Path:
+def paired_differences(model: str, schedule, runs: list[str], n: int, seed: int, timestep: str = "nearest") -> Path:
     """FID(run) - FID(DDIM-50) over the same x_T for every run, with the paired bootstrap interval; the same for
     four sets that must fail and for DDIM-50 against itself. An -interp run is also paired with its nearest-t
     twin. Writes samplers_paired_<model> (samplers_paired_<model>_interp for --timestep interpolate)."""
@@ -115,7 +116,7 @@ def paired_differences(model: str, runs: list[str], n: int, seed: int, timestep:
                   f"[{rows[-1]['vs_nearest']['low']:+.2f}, {rows[-1]['vs_nearest']['high']:+.2f}]")
         print(f"{run:<34} NFE {rows[-1]['nfe']:>2}  FID - DDIM-50's = {difference['value']:+7.2f} "
               f"[{difference['low']:+.2f}, {difference['high']:+.2f}]{'  tie' if rows[-1]['tie'] else ''}")
-    grids = {name: [round(s, 4) for s in grid(quality.load_model(model)[1], 10).tolist()] for name, grid in GRIDS.items()}
+    grids = {name: [round(s, 4) for s in grid(schedule, 10).tolist()] for name, grid in GRIDS.items()}
     payload = {"model": model, "baseline": baseline_run, "rows": rows, "grids_at_10_steps": grids,
                "clip_x0": True, "difference": "FID(run) - FID(baseline), both on the same n digits' x_T"}
     name = f"samplers_paired_{model}" + ("_interp" if timestep == "interpolate" else "")
@@ -143,7 +144,7 @@ def run_quality(model: str, solvers: list[str], grids: list[str], nfes: list[int
                 runs.append(run)
     if not pair_only:
         quality.evaluate([baseline] + runs, n, seed)
-    paired_differences(model, runs, n, seed, timestep)
+    paired_differences(model, schedule, runs, n, seed, timestep)
 
 
 def diffusers_run(model, scheduler, x_T: torch.Tensor) -> torch.Tensor:
@@ -170,7 +171,7 @@ def match_diffusers(n: int, seed: int, steps_list=(10, 20)) -> int:
         for steps in steps_list:
             scheduler = DPMSolverMultistepScheduler(**config)
             if grid.startswith("t-uniform"):
-                scheduler.set_timesteps(timesteps=t_uniform_timesteps(schedule, steps))
+                scheduler.set_timesteps(timesteps=du.ddim_timesteps(schedule.num_timesteps, steps))
             else:
                 scheduler.set_timesteps(steps)
             timesteps = scheduler.timesteps.tolist()
@@ -192,12 +193,6 @@ def match_diffusers(n: int, seed: int, steps_list=(10, 20)) -> int:
                                 seconds=time.perf_counter() - started)
     print(f"largest difference {worst:.2e} (tolerance {MATCH_TOLERANCE:g}) -> {path}")
     return 0 if worst <= MATCH_TOLERANCE else 1
-
-
-def t_uniform_timesteps(schedule, steps: int) -> list[int]:
-    """The trained timesteps of t_uniform_grid (what diffusers is given to walk the same grid)."""
-    import diffusion_utils as du
-    return du.ddim_timesteps(schedule.num_timesteps, steps)
 
 
 def main() -> None:

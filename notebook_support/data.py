@@ -17,8 +17,7 @@ import numpy as np
 import torch
 
 from .environment import DATA_DIR
-from .results import _folder_lock  # the lock the result files use: fcntl, or msvcrt on Windows
-from .files import atomic_write_bytes, file_digest
+from .files import atomic_write_bytes, file_digest, folder_lock
 
 MNIST_MD5 = {
     "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
@@ -108,7 +107,7 @@ def ensure_mnist(root: str | Path = DATA_DIR, *, try_torchvision: bool = True,
     root.mkdir(parents=True, exist_ok=True)
     # one process fetches at a time: two kernels of a fresh clone would otherwise each remove the other's
     # download folder as a leftover; the one that waited finds the files written
-    with _folder_lock(root):
+    with folder_lock(root):
         status = mnist_files_ok(raw_dir)
         if all(status.values()):
             return raw_dir

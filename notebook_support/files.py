@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -158,3 +159,29 @@ def check_writable(folder: Path) -> None:
     except OSError as exc:
         raise PermissionError(f"cannot write into {folder} ({type(exc).__name__}: {exc}); make it writable "
                               "or pass another cache folder") from None
+
+
+@contextlib.contextmanager
+def folder_lock(folder: Path, windows_file: str = ".lock"):
+    """An exclusive lock between processes on `folder` (fcntl.flock on the folder itself, so no lock file is
+    left behind; where fcntl does not exist, on Windows, the lock file `windows_file` in it). Result-file
+    appends and the MNIST fetch both take it."""
+    try:
+        import fcntl
+    except ImportError:   # Windows
+        import msvcrt
+        with open(Path(folder) / windows_file, "a+b") as handle:
+            handle.seek(0)
+            msvcrt.locking(handle.fileno(), msvcrt.LK_LOCK, 1)   # retries for 10 s, then raises OSError
+            try:
+                yield
+            finally:
+                handle.seek(0)
+                msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)
+        return
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)   # closing releases the lock

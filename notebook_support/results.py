@@ -20,7 +20,6 @@ hardware then come from the file name.
 from __future__ import annotations
 
 import base64
-import contextlib
 import datetime
 import importlib.metadata
 import json
@@ -35,7 +34,7 @@ from pathlib import Path
 import torch
 
 from .environment import PROJECT_ROOT, get_device, is_quick_mode
-from .files import atomic_write_bytes
+from .files import atomic_write_bytes, folder_lock
 
 RESULTS_DIR = PROJECT_ROOT / "benchmarks" / "results"
 
@@ -285,37 +284,12 @@ def append_result_row(name: str, row: dict, *, n: int | None, seed: int | None, 
     record = _result_record(name, row, n, seed, seconds, interval, device, command)
     path = _result_path(record, results_dir, ".jsonl")
     path.parent.mkdir(parents=True, exist_ok=True)
-    with _folder_lock(path.parent):
+    with folder_lock(path.parent, windows_file=".results.lock"):
         old = path.read_bytes() if path.is_file() else b""
         if old and not old.endswith(b"\n"):
             old += b"\n"
         atomic_write_bytes(path, old + (json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n").encode())
     return path
-
-
-@contextlib.contextmanager
-def _folder_lock(folder: Path):
-    """An exclusive lock between processes (fcntl.flock on the folder itself, so no lock file is
-    left behind; where fcntl does not exist, on Windows, a lock file .results.lock in it)."""
-    try:
-        import fcntl
-    except ImportError:   # Windows
-        import msvcrt
-        with open(folder / ".results.lock", "a+b") as handle:
-            handle.seek(0)
-            msvcrt.locking(handle.fileno(), msvcrt.LK_LOCK, 1)   # retries for 10 s, then raises OSError
-            try:
-                yield
-            finally:
-                handle.seek(0)
-                msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)
-        return
-    descriptor = os.open(folder, os.O_RDONLY)
-    try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(descriptor)   # closing releases the lock
 
 
 def images_to_json(images: torch.Tensor) -> dict:

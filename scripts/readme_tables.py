@@ -618,16 +618,17 @@ def interval_check_table(current: str) -> str:
 
 # --- RESULTS.md: notebook 3 ---
 
-def fewest_tied(model: str) -> dict | None:
-    """Of benchmarks/samplers.py's runs of `model` (samplers_paired_<model>), the one with the fewest network
-    evaluations whose paired FID difference to DDIM-50 is a tie (its interval holds 0) or better (below 0); among
-    equal evaluations the lowest FID. None when no run ties."""
-    rows = [r for r in latest_result(f"samplers_paired_{model}")["rows"] if not r["check"] and r["low"] <= 0]
+def fewest_tied(model: str, result: dict | None = None) -> dict | None:
+    """Of benchmarks/samplers.py's runs of `model` (`result`, else its newest samplers_paired_<model>), the one
+    with the fewest network evaluations whose paired FID difference to DDIM-50 is a tie (its interval holds 0)
+    or better (below 0); among equal evaluations the lowest FID. None when no run ties."""
+    result = result if result is not None else latest_result(f"samplers_paired_{model}")
+    rows = [r for r in result["rows"] if not r["check"] and r["low"] <= 0]
     return min(rows, key=lambda r: (r["nfe"], r["fid"]["value"])) if rows else None
 
 
 def sampler_name(row: dict) -> str:
-    """'DPM-Solver++(2M)-10 on λ-uniform' for a row of samplers_paired_<model>."""
+    """'Heun, 10 steps on λ-uniform' for a row of samplers_paired_<model>."""
     return f"{SOLVER_LABELS[row['solver']]}, {row['num_steps']} steps on {GRID_LABELS[row['grid']]}"
 
 
@@ -656,7 +657,7 @@ def samplers_table(current: str) -> str:
                       _measure(baseline["floor"]["fid"], 1), "–", "–", "–"])
         checks = "; ".join(f"{r['run']} {r['value']:+,.1f} [{r['low']:+,.1f}, {r['high']:+,.1f}]"
                            for r in result["rows"] if r["check"])
-        tied = fewest_tied(model)
+        tied = fewest_tied(model, result)
         verdict = (f"the fewest evaluations that tie DDIM-50: {sampler_name(tied)} ({tied['nfe']} evaluations)"
                    if tied else "no run ties DDIM-50")
         parts.append(f"**{label}**, n = {result['n']:,}, seed {result['seed']}, x̂₀ clipped; {verdict}.\n\n"
