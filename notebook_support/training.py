@@ -290,7 +290,7 @@ def train_from_config(config: dict, model_class: type, train_fn: Callable, data:
 
 
 WARM_STEPS, TIMED_STEPS = 2, 3   # the estimate of load_or_train: steps of the loop run before timing, and timed
-QUICK_TRAIN_STEPS = 8            # quick mode: an edit that would train trains this many steps instead
+QUICK_TRAIN_STEPS = 4            # quick mode: an edit that would train trains this many steps instead
 MAX_TRAIN_MINUTES = 20           # load_or_train's default limit on a run's estimated time
 
 
