@@ -9,6 +9,7 @@ targets of 5_what_to_predict.ipynb, then measured at the series' headline n. Run
     python benchmarks/what_to_predict.py run --variant flow --steps 1200 --samplers flow-heun10   # another budget
     python benchmarks/what_to_predict.py run --variant flow --bf16 --steps 2000 --samplers flow-heun10   # native bf16
     python benchmarks/what_to_predict.py run --variant flow --flow-time logit-normal --samplers flow-heun10
+    python benchmarks/what_to_predict.py run --variant eps --samplers ddim50 heun10-lambda --paired-with ddim50
 
 `run` trains the notebook's BAKE_OFF_CONFIG for one prediction (lessons.prediction.variant_config)
 with the notebook's own loop (train_prediction), saving checkpoints/predict_<variant>.pt for seed 0
@@ -52,7 +53,7 @@ from notebook_support.checkpoints import load_checkpoint  # noqa: E402
 from notebook_support.checks import DIGIT_COUNT, int_at_least  # noqa: E402
 from notebook_support.data import mnist_tensor  # noqa: E402
 from notebook_support.environment import CHECKPOINT_DIR, PROJECT_ROOT  # noqa: E402
-from notebook_support.evaluation import HEADLINE_N, evaluate_samples, format_quality, load_classifier, real_data_floor  # noqa: E402
+from notebook_support.evaluation import HEADLINE_N, compare_paired, evaluate_samples, format_quality, load_classifier, real_data_floor  # noqa: E402
 from notebook_support.export import notebook_config  # noqa: E402
 from notebook_support.files import load_torch_file  # noqa: E402
 from notebook_support.results import write_result  # noqa: E402
@@ -109,6 +110,8 @@ def run(args) -> None:
     for name in samplers:
         if args.variant not in BAKE_OFF_SAMPLERS[name][3]:
             raise SystemExit(f"sampler {name} does not fit a {args.variant} model")
+    if args.paired_with is not None:                                          # drawn first, then paired with
+        samplers = [args.paired_with, *(name for name in samplers if name != args.paired_with)]
     if args.steps is not None and args.steps < 1:
         raise SystemExit(f"--steps must be a positive number of training steps, got {args.steps}")
     native_bf16, why = choose_bf16("cpu")
@@ -122,6 +125,7 @@ def run(args) -> None:
     sampled_model = sampling_network(model, schedule, args.variant)
     classifier = load_classifier()
     floor = real_data_floor(args.n, classifier, seed=0)
+    drawn = {}                                                                # sampler -> its n digits
     for name in samplers:
         sampler, kwargs, evaluations, _ = BAKE_OFF_SAMPLERS[name]
         quality.SAMPLERS[name] = (sampler, kwargs)                            # drawn by quality.py's paired chunks
@@ -129,9 +133,12 @@ def run(args) -> None:
         path = quality.draw_digits(sampled_model, schedule, quality.sample_file(run_name, args.n, 0), args.n, 0, name,
                                    True, record={"run": run_name, "model": f"predict_{args.variant}"})
         record = load_torch_file(path, what="drawn samples")
-        images = torch.cat(record["chunks"])                                  # (n, 1, 28, 28) in [-1, 1]
+        images = drawn[name] = torch.cat(record["chunks"])                    # (n, 1, 28, 28) in [-1, 1]
         started = time.perf_counter()
         report = evaluate_samples(images, classifier, seed=0)
+        paired = {} if args.paired_with in (None, name) else {                # the same x_T, digit by digit
+            "paired_with": args.paired_with,
+            "paired_difference": compare_paired(images, drawn[args.paired_with], classifier, seed=0)}
         result = {"variant": args.variant, "train_seed": args.seed, "sampler": name, "evaluations_per_digit": evaluations,
                   "clip_x0": True, "checkpoint": checkpoint_file(args.variant, args.seed, args.steps, args.bf16,
                                                                 args.flow_time).name,
@@ -139,9 +146,12 @@ def run(args) -> None:
                   "train_hardware": payload["hardware"], "train_precision": payload["precision"],
                   "final_loss": payload["final_loss"], "config": payload["config"],
                   "sample_seconds": record["seconds"], "digits_per_second": args.n / record["seconds"],
-                  "sampling_threads": record["threads"], "report": report, "floor": floor}
+                  "sampling_threads": record["threads"], "report": report, "floor": floor, **paired}
         out = write_result(f"{family}_{args.variant}_seed{args.seed}_{name}", result, n=args.n, seed=0,
                            seconds=record["seconds"] + time.perf_counter() - started, interval=report["interval"])
+        if paired:
+            d = paired["paired_difference"]
+            print(f"{run_name}: FID - {args.paired_with}'s = {d['value']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}]")
         print(f"{run_name}: {format_quality(report, floor)}\n  -> {out.relative_to(PROJECT_ROOT)}", flush=True)
 
 
@@ -172,6 +182,9 @@ def main() -> None:
     p_run.add_argument("--seed", type=int_at_least(0), default=0,
                        help="training seed (initial weights, batches, t and noise)")
     p_run.add_argument("--samplers", nargs="*", choices=sorted(BAKE_OFF_SAMPLERS), help="default: DEFAULT_SAMPLERS[variant]")
+    p_run.add_argument("--paired-with", choices=sorted(BAKE_OFF_SAMPLERS),
+                       help="one of --samplers: every other sampler's FID difference to it, bootstrapped over "
+                            "the shared x_T (evaluation.compare_paired)")
     p_run.add_argument("--n", type=DIGIT_COUNT, default=HEADLINE_N,
                        help="digits drawn and measured per sampler")
     p_run.add_argument("--steps", type=int_at_least(1),
@@ -183,6 +196,8 @@ def main() -> None:
     p_speed.add_argument("--steps", type=int_at_least(1), default=20,
                          help="timed steps per variant (after 2 warm-up steps)")
     args = parser.parse_args()
+    if args.command == "run" and args.paired_with not in (None, *(args.samplers or DEFAULT_SAMPLERS[args.variant])):
+        parser.error(f"--paired-with {args.paired_with}: name it in --samplers too")
     {"run": run, "speed": seconds_per_step_of_each_target}[args.command](args)
 
 

@@ -10,8 +10,8 @@ import torch
 import torch.nn as nn
 
 import diffusion_utils as du
-# notebook 3's loop with the laptop recipe (warm-up, cosine lr, min-SNR, bf16)
-from lessons.unet import RecipeTrainer
+# notebook 3's loop with the laptop recipe (warm-up, cosine lr, min-SNR, bf16), and its sampler
+from lessons.unet import RecipeTrainer, heun, lambda_uniform_grid, ode_sample
 
 PREDICTIONS = ("eps", "x0", "v", "flow")   # what the network outputs; "flow" changes the path too
 
@@ -243,17 +243,27 @@ def flow_heun_step(model, x: torch.Tensor, tau: float, tau_next: float,
     return x + h * 0.5 * (u + flow_velocity(model, x_euler, tau_next, clip_x0))
 
 
-@torch.inference_mode()
-def flow_sample(model: nn.Module, schedule, shape, *, num_steps: int = 20, step=flow_euler_step,
-                clip_x0: bool = False, generator: torch.Generator | None = None, device=None,
-                x_T: torch.Tensor | None = None, return_trajectory: bool = False,
-                progress: bool = True) -> torch.Tensor:
-    """Solve d x / d tau = u_theta(x, tau) from tau = 1 (x_T ~ N(0, I)) to tau = 0 in `num_steps`
-    equal steps of `step` (flow_euler_step or flow_heun_step). `schedule` is not used (the straight
-    path has no betas); it is taken so that sample_in_chunks calls every sampler of the series
-    alike."""
+def tau_grid(num_steps: int, rho: float = 1.0) -> list[float]:
+    """The flow's grid: num_steps + 1 values from tau = 1 (noise) to 0 (data), tau_i = (1 - i/N)^rho
+    (Karras et al. 2022's Eq. 5 between tau = 1 and 0). rho = 1 is equal steps; rho > 1 crowds the
+    steps near the data and widens them near the noise."""
     if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
         raise ValueError(f"num_steps must be a positive int, got {num_steps!r}")
+    if isinstance(rho, bool) or not isinstance(rho, (int, float)) or not 1 <= rho <= 10:
+        raise ValueError(f"rho must be a number from 1 to 10, got {rho!r}")
+    return [(1 - i / num_steps) ** rho for i in range(num_steps + 1)]
+
+
+@torch.inference_mode()
+def flow_sample(model: nn.Module, schedule, shape, *, num_steps: int = 20, step=flow_euler_step,
+                rho: float = 1.0, clip_x0: bool = False, generator: torch.Generator | None = None,
+                device=None, x_T: torch.Tensor | None = None, return_trajectory: bool = False,
+                progress: bool = True) -> torch.Tensor:
+    """Solve d x / d tau = u_theta(x, tau) from tau = 1 (x_T ~ N(0, I)) to tau = 0 with `step`
+    (flow_euler_step or flow_heun_step) on tau_grid(num_steps, rho). `schedule` is not used (the
+    straight path has no betas); it is taken so that sample_in_chunks calls every sampler of the
+    series alike."""
+    taus = tau_grid(num_steps, rho)                                      # 1 = noise ... 0 = data
     check_sampler_inputs(x_T=x_T, num_steps=num_steps)   # finite x_T, at most MAX_SAMPLER_STEPS
     if return_trajectory:
         raise ValueError("flow_sample keeps no trajectory")
@@ -268,7 +278,6 @@ def flow_sample(model: nn.Module, schedule, shape, *, num_steps: int = 20, step=
     elif tuple(x_T.shape) != tuple(shape):
         raise ValueError(f"x_T must have shape {tuple(shape)}, got {tuple(x_T.shape)}")
     x = x_T.to(device)
-    taus = torch.linspace(1.0, 0.0, num_steps + 1).tolist()            # 1 = noise ... 0 = data
     was_training = model.training
     model.eval()                                     # dropout off while sampling, as du's samplers
     try:
@@ -289,8 +298,12 @@ def sampling_network(model: nn.Module, schedule, prediction: str) -> nn.Module:
 # name -> (sampler, its keyword arguments, network calls per digit, the targets it samples)
 BAKE_OFF_SAMPLERS = {
     "ddim20": (du.ddim_sample, {"num_steps": 20, "eta": 0.0}, 20, ("eps", "x0", "v")),
+    "heun10-lambda": (ode_sample, {"solver": heun, "grid": lambda_uniform_grid,   # notebook 3's
+                                   "num_steps": 10}, 19, ("eps", "x0", "v")),     # choice
     "flow-euler20": (flow_sample, {"num_steps": 20}, 20, ("flow",)),
     "flow-heun10": (flow_sample, {"num_steps": 10, "step": flow_heun_step}, 19, ("flow",)),
+    "flow-heun10-rho2": (flow_sample, {"num_steps": 10, "step": flow_heun_step, "rho": 2}, 19,
+                         ("flow",)),
     "ddim50": (du.ddim_sample, {"num_steps": 50, "eta": 0.0}, 50, ("eps", "x0", "v")),
     "flow-heun25": (flow_sample, {"num_steps": 25, "step": flow_heun_step}, 49, ("flow",)),
 }

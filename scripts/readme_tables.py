@@ -352,8 +352,17 @@ def _newest_compare(row: str) -> dict:
     return max((read_result(path) for path in files), key=lambda r: r["date"])
 
 
-BAKE_OFF_SAMPLER_LABELS = {"ddim20": "DDIM-20", "ddim50": "DDIM-50", "flow-euler20": "Euler-20", "flow-heun10": "Heun-10",
+BAKE_OFF_SAMPLER_LABELS = {"ddim20": "DDIM-20", "ddim50": "DDIM-50", "heun10-lambda": "Heun-10 (λ-uniform)",
+                           "flow-euler20": "Euler-20", "flow-heun10": "Heun-10", "flow-heun10-rho2": "Heun-10 (ρ = 2)",
                            "flow-heun25": "Heun-25"}
+
+
+def _paired(r: dict) -> str:
+    """A bake-off row's FID difference to the sampler it was paired with (same model, same x_T), or ''."""
+    if "paired_difference" not in r:
+        return ""
+    d, label = r["paired_difference"], BAKE_OFF_SAMPLER_LABELS.get(r["paired_with"], r["paired_with"])
+    return f"{d['value']:+.1f} [{d['low']:+.1f}, {d['high']:+.1f}] vs {label}" + (" (tie)" if d["low"] <= 0 <= d["high"] else "")
 
 
 @readme_table("bake-off", command="python benchmarks/what_to_predict.py run --variant V --seed S")
@@ -378,13 +387,13 @@ def bake_off_table(current: str) -> str:
                      BAKE_OFF_SAMPLER_LABELS.get(r["sampler"], r["sampler"]), str(r["evaluations_per_digit"]),
                      f"{r['steps']:,}", f"{r['train_seconds'] / 60:.1f}", _measure(report["fid"], digits["fid"]),
                      _times_floor(report, r["floor"]), _measure(report["precision"], digits["precision"]),
-                     _measure(report["recall"], digits["recall"])])
+                     _measure(report["recall"], digits["recall"]), _paired(r)])
     floor = first["floor"]
     rows.append([f"real digits: {first['n']:,} random training digits (the floor)", "", "", "", "", "",
                  _measure(floor["fid"], digits["fid"]), _times_floor(floor, None),
-                 _measure(floor["precision"], digits["precision"]), _measure(floor["recall"], digits["recall"])])
+                 _measure(floor["precision"], digits["precision"]), _measure(floor["recall"], digits["recall"]), ""])
     header = ["target", "training seed", "sampler", "network calls per digit", "steps", "training minutes",
-              "FID [95 %]", "× floor", "precision [95 %]", "recall [95 %]"]
+              "FID [95 %]", "× floor", "precision [95 %]", "recall [95 %]", "FID − paired sampler's [95 %]"]
     trained_on = sorted({f"{r['train_hardware']} ({r['train_precision']})" for r in results.values()})
     newest = max(results.values(), key=lambda r: r["date"])
     clipping = "x̂₀ clipped" if all(r["clip_x0"] for r in results.values()) else "x̂₀ clipped where clip_x0 says so"
@@ -393,7 +402,7 @@ def bake_off_table(current: str) -> str:
                        for variant, row in speed["variants"].items())
     return (_markdown_rows(header, rows) +
             f"\n\nn = {first['n']:,} digits per row, every model from the same x_T (seed {first['seed']}), {clipping}; "
-            f"{first['interval']}. Trained on {'; '.join(trained_on)}. \"training minutes\" is each run's wall time; "
+            f"{first['interval']}; the paired difference bootstraps the indices the two samplers share (a tie holds 0). Trained on {'; '.join(trained_on)}. \"training minutes\" is each run's wall time; "
             f"the budget on an otherwise idle CPU, {speed['num_steps']:,} steps × s/step ({cite(speed)}): {budget}. Files: "
             f"`benchmarks/results/*_predict_<target>_seed<k>_<sampler>.json`, newest {Path(newest['file']).name}.")
 

@@ -336,6 +336,9 @@ def test_drawn_samples_are_reused_only_when_everything_that_drew_them_matches(tm
     ("quality.py", ["sample", "--n", "0"], "argument --n: must be an int >= 5 (fewer digits have no interval), got 0"),
     ("quality.py", ["sample", "--n", "-5"], "argument --n: must be an int >= 5"),
     ("samplers.py", ["quality", "--n", "0"], "argument --n: must be an int >= 5"),
+    ("what_to_predict.py", ["run", "--variant", "eps", "--samplers", "ddim20", "--paired-with", "ddim50"],
+     "--paired-with ddim50: name it in --samplers too"),
+    ("throughput.py", ["--timed-steps", "0"], "argument --timed-steps: must be an int >= 1"),
 ])
 def test_benchmark_arguments_are_checked_before_any_work(script, arguments, match):
     result = subprocess.run([sys.executable, str(PROJECT_ROOT / "benchmarks" / script), *arguments],

@@ -19,7 +19,7 @@ import torch
 import diffusion_utils as du
 from lessons.prediction import (BAKE_OFF_SAMPLERS, FLOW_TIME_SAMPLINGS, FLOW_TIME_SCALE, PREDICTIONS, AsEps,
                                 PredictionTrainer, check_prediction, ddpm_target, eps_and_x0_from_output, flow_euler_step,
-                                flow_heun_step, flow_matching_loss, flow_path, flow_sample, min_snr_weight, prediction_loss,
+                                flow_heun_step, flow_matching_loss, flow_path, flow_sample, tau_grid, min_snr_weight, prediction_loss,
                                 sampling_network, signal_and_noise, train_prediction, variant_config)
 from lessons.unet import UNet, train_recipe
 from notebook_support.checkpoints import validate_config
@@ -212,9 +212,36 @@ def test_flow_sample_calls_the_model_at_1000_tau_and_uses_x_T(x_T):
     torch.testing.assert_close(drawn, solve(torch.randn(4, 1, 4, 4, generator=gen(5)), flow_euler_step, 3))
 
 
+def test_tau_grid_runs_from_noise_to_data_and_crowds_the_data_end_as_rho_grows():
+    assert tau_grid(4) == [1.0, 0.75, 0.5, 0.25, 0.0] and tau_grid(1, 3) == [1.0, 0.0]
+    assert tau_grid(4, 2) == [1.0, 0.5625, 0.25, 0.0625, 0.0]                        # (1 - i/4)^2
+    for rho in (1, 1.5, 2, 7):
+        taus = tau_grid(10, rho)
+        steps = [a - b for a, b in zip(taus, taus[1:])]                                # (10,) widths
+        assert taus[0] == 1 and taus[-1] == 0 and all(w > 0 for w in steps), rho
+        assert steps[-1] <= steps[0] and (rho == 1) == math.isclose(steps[-1], steps[0]), rho
+    # a larger rho: a narrower last step (the data end) and a wider first one (the noise end)
+    assert tau_grid(10, 3)[-2] < tau_grid(10, 2)[-2] and tau_grid(10, 3)[1] < tau_grid(10, 2)[1]
+    for num_steps, rho, match in [(0, 1, "num_steps"), (2.0, 1, "num_steps"), (True, 1, "num_steps"),
+                                  (4, 0.5, "rho"), (4, float("nan"), "rho"), (4, True, "rho"), (4, "2", "rho")]:
+        with pytest.raises(ValueError, match=match):
+            tau_grid(num_steps, rho)
+
+
+def test_flow_sample_walks_the_grid_of_rho_and_heun_stays_second_order_on_it(x_T):
+    heun = Recorder(gaussian_velocity)
+    flow_sample(heun, None, x_T.shape, x_T=x_T, num_steps=2, step=flow_heun_step, rho=2, device="cpu", progress=False)
+    assert [t.unique().item() for t in heun.times] == [1000.0, 250.0, 250.0]           # tau = 1, 1/4, (1/4,) 0
+    errors = [(flow_sample(Recorder(gaussian_velocity), None, x_T.shape, x_T=x_T, num_steps=n, step=flow_heun_step,
+                           rho=2, device="cpu", progress=False) - C * x_T).pow(2).mean().sqrt().item()
+              for n in (10, 20, 40, 80)]
+    rates = [math.log2(a / b) for a, b in zip(errors, errors[1:])]
+    assert all(abs(rate - 2) < 0.25 for rate in rates), (errors, rates)
+
+
 @pytest.mark.parametrize("kwargs, match", [({"num_steps": 0}, "num_steps"), ({"num_steps": True}, "num_steps"),
                                            ({"num_steps": 2.0}, "num_steps"), ({"x_T": torch.zeros(3, 1, 4, 4)}, "x_T"),
-                                           ({"return_trajectory": True}, "trajectory")])
+                                           ({"rho": 0}, "rho"), ({"return_trajectory": True}, "trajectory")])
 def test_flow_sample_refuses_bad_input(kwargs, match):
     with pytest.raises(ValueError, match=match):
         flow_sample(Recorder(), None, (2, 1, 4, 4), device="cpu", progress=False, **kwargs)
