@@ -21,6 +21,7 @@ Per variant it writes seconds per step, images per second, the FLOPs of one step
 counted by torch.utils.flop_counter on the real model and batch) and the fraction of the CPU's measured
 peak they reach: the peak is the best of three float32 (and bf16) matmuls of 2048 x 2048 on the same
 threads. One result file, benchmarks/results/<date>_<hardware>_throughput_laptop.json.
+(`benchmarks/laptop_recipe.py speed` is the earlier survey of candidate U-Nets; it prints and files nothing.)
 """
 
 from __future__ import annotations

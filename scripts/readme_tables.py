@@ -776,6 +776,36 @@ def bake_off_steps_table(current: str) -> str:
             f"it nears the floor. n = {line[0]['n']:,}, the flow of training seed 0 sampled with Heun-10.")
 
 
+THROUGHPUT_LABELS = {"fp32": "float32 (the baseline)", "bf16": "bf16 autocast", "batch64": "batch 64",
+                     "channels_last": "channels-last weights", "compile": "torch.compile",
+                     "wide28": "width at 28×28 and 14×14: base 32, mults [1, 1, 2]",
+                     "wide7": "width at 7×7: base 16, mults [1, 2, 4]"}
+
+
+@readme_table("throughput-laptop", command="python benchmarks/throughput.py")
+def throughput_laptop_table(current: str) -> str:
+    """Notebook 3's laptop recipe, one change at a time: s/step, images/s against float32's, FLOPs per
+    step and the fraction of the CPU's measured matmul peak (benchmarks/throughput.py)."""
+    result = latest_result("throughput_laptop")
+    rows = []
+    for r in result["rows"]:
+        label = THROUGHPUT_LABELS.get(r["variant"], r["variant"])
+        if "failed" in r:
+            rows.append([label, "", "", f"failed: {r['failed'][:80]}", "", "", "", ""])
+            continue
+        rows.append([label, f"{r['params']:,}", str(r["batch_size"]), f"{r['seconds_per_step']:.3f}",
+                     f"{r['images_per_second']:.0f}", f"{r['images_per_second_vs_fp32']:.2f}×",
+                     f"{r['flops_per_step'] / 1e9:.1f}", f"{r['fraction_of_peak']:.1%}"])
+    header = ["change to the laptop recipe", "params", "batch", "s/step", "images/s", "images/s against float32",
+              "GFLOP per step", "fraction of the peak"]
+    peaks = ", ".join(f"{name} {flops / 1e9:.0f} GFLOP/s" for name, flops in result["peak_flops"].items())
+    return (_markdown_rows(header, rows) +
+            f"\n\nTimed by the recipe's own loop after {result['warm_steps']} warm-up steps, over "
+            f"{result['timed_steps']} steps, {result['threads']} threads ({result['cpu_capability']}); the peak is the "
+            f"best of three 2048 × 2048 matmuls on the same threads: {peaks}. FLOPs count one forward and backward "
+            f"pass (torch.utils.flop_counter). {cite(result)}.")
+
+
 # ---------------------------------------------------------------------------------------------
 # The command
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,166 @@
+"""Notebook 3's laptop recipe trained for a fixed CPU time in float32, with several weight averages
+(EMAs) kept side by side, each measured at the headline n. Run by hand on an otherwise idle machine:
+
+    python benchmarks/laptop_budget.py --name base                 # 15 minutes, the recipe as it is
+    python benchmarks/laptop_budget.py --name lr2e-3 --set lr=2e-3 --minutes 10
+    python benchmarks/laptop_budget.py --name base --sigma-rels 0.05 0.1 0.2 --n 2000
+
+The budget is CPU time, not steps: the loop's s/step is timed first (notebook_support.training.
+seconds_per_step), the step count set so that the cosine lr decay ends with the budget, and the run's
+process CPU time / threads is recorded beside its wall time (they agree on an idle machine).
+
+Besides the recipe's EMA (a fixed decay with warm-up), the loop keeps power-function EMAs (Karras et al.
+2024, "Analyzing and improving the training dynamics of diffusion models", section 3): after n updates
+the decay is (1 - 1/n)^(gamma + 1), so each averages a fixed *fraction* of the run, its relative width
+sigma_rel, however long the run is. Every average of the one run draws n digits from the same x_T
+(benchmarks/quality.py's chunks) with notebook 3's Heun-10 on the lambda-uniform grid, x0 clipped, and
+is measured beside the real-data floor and paired with the recipe's EMA (the FID difference bootstrapped
+over the shared digits). One result file, laptop_budget_<name>; the EMA weights go to checkpoints/cache/.
+A run is not resumable: it is one trial of at most --minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import diffusion_utils as du  # noqa: E402
+import quality  # noqa: E402  benchmarks/quality.py: chunked, paired drawing
+from laptop_recipe import set_key  # noqa: E402
+from lessons.mlp import EMA  # noqa: E402
+from lessons.unet import RecipeTrainer, UNet, heun, lambda_uniform_grid, ode_sample, train_recipe  # noqa: E402
+from notebook_support.checkpoints import validate_config  # noqa: E402
+from notebook_support.checks import DIGIT_COUNT  # noqa: E402
+from notebook_support.data import mnist_tensor  # noqa: E402
+from notebook_support.environment import CHECKPOINT_DIR, PROJECT_ROOT  # noqa: E402
+from notebook_support.evaluation import (HEADLINE_N, compare_paired, evaluate_samples, format_quality,  # noqa: E402
+                                         load_classifier, real_data_floor)
+from notebook_support.export import notebook_config  # noqa: E402
+from notebook_support.files import load_torch_file  # noqa: E402
+from notebook_support.results import write_result  # noqa: E402
+from notebook_support.training import choose_bf16, seconds_per_step, train_kwargs  # noqa: E402
+
+SAMPLER = "heun10-lambda"     # notebook 3's fewest-evaluation sampler that ties DDIM-50 (19 calls)
+quality.SAMPLERS[SAMPLER] = (ode_sample, {"solver": heun, "grid": lambda_uniform_grid, "num_steps": 10})
+
+
+def gamma_of_sigma_rel(sigma_rel: float) -> float:
+    """The exponent gamma of the power-function EMA whose averaging profile (weights ~ t^gamma over the
+    run so far) has relative standard deviation sigma_rel: the root of
+    sigma_rel^2 = (gamma + 1) / ((gamma + 2)^2 (gamma + 3)) (Karras et al. 2024, Eq. 3)."""
+    if not 0 < sigma_rel < 12 ** -0.5:              # gamma = 0 (a plain running mean) has sigma_rel 0.289
+        raise ValueError(f"sigma_rel must lie in (0, {12 ** -0.5:.3f}), got {sigma_rel!r}")
+    t = sigma_rel ** -2                             # (g + 2)^2 (g + 3) - t (g + 1) = 0, a cubic in g
+    roots = np.roots([1, 7, 16 - t, 12 - t])
+    return float(max(r.real for r in roots if abs(r.imag) < 1e-9))
+
+
+class PowerEMA(EMA):
+    """Notebook 2's EMA with the power-function decay (1 - 1/n)^(gamma + 1) after n updates: the
+    average's width grows with the run, a fixed fraction sigma_rel of it."""
+
+    def __init__(self, model, sigma_rel: float):
+        super().__init__(model, decay=0.0, warmup=False)
+        self.sigma_rel, self.gamma = sigma_rel, gamma_of_sigma_rel(sigma_rel)
+
+    def current_decay(self) -> float:
+        n = self.num_updates + 1                        # this update's number: the first copies the weights
+        return (1 - 1 / n) ** (self.gamma + 1)
+
+
+class ManyEMATrainer(RecipeTrainer):
+    """Notebook 3's recipe loop that also updates power-function EMAs after every step."""
+
+    def __init__(self, model, schedule, data, *, sigma_rels=(), **settings):
+        super().__init__(model, schedule, data, **settings)
+        self.power_emas = {sigma_rel: PowerEMA(self.model, sigma_rel) for sigma_rel in sigma_rels}
+
+    def train_step(self, step: int) -> float:
+        loss = super().train_step(step)
+        for ema in self.power_emas.values():
+            ema.update(self.model)
+        return loss
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--name", required=True, help="names the result file laptop_budget_<name>")
+    parser.add_argument("--minutes", type=float, default=15.0, help="training CPU time (process time / threads)")
+    parser.add_argument("--set", action="append", default=[], help="override, e.g. lr=2e-3 or model_kwargs.base_channels=16")
+    parser.add_argument("--bf16", action="store_true", help="the recipe's bf16 autocast (default: float32)")
+    parser.add_argument("--sigma-rels", type=float, nargs="*", default=[0.05, 0.1, 0.2],
+                        help="the power-function EMAs kept beside the recipe's")
+    parser.add_argument("--n", type=DIGIT_COUNT, default=HEADLINE_N, help="digits drawn and measured per EMA")
+    args = parser.parse_args()
+    if not 0 < args.minutes <= 120:
+        parser.error(f"--minutes must lie in (0, 120], got {args.minutes}")
+    for sigma_rel in args.sigma_rels:
+        try:
+            gamma_of_sigma_rel(sigma_rel)
+        except ValueError as exc:
+            parser.error(f"--sigma-rels: {exc}")
+    native_bf16, why = choose_bf16("cpu")
+    if args.bf16 and not native_bf16:                                         # a float32 run must not be filed as bf16
+        parser.error(f"--bf16: {why}")
+    config = copy.deepcopy(notebook_config(PROJECT_ROOT / "3_unet.ipynb", "LAPTOP_CONFIG"))
+    config["bf16"] = args.bf16
+    for item in args.set:
+        set_key(config, *item.split("=", 1))
+    validate_config(config, UNet, train_recipe)
+    data = mnist_tensor()[0]                                                  # (60000, 1, 28, 28) in [-1, 1]
+    schedule = du.DiffusionSchedule(num_timesteps=config["num_timesteps"], schedule=config["schedule"])
+    torch.manual_seed(config["seed"])
+    model = UNet(**config["model_kwargs"])
+    per_step = seconds_per_step(model, train_recipe, data[:4096], schedule, train_kwargs(config))
+    config["num_steps"] = max(1, int(args.minutes * 60 / per_step))
+    print(f"{args.name}: {sum(p.numel() for p in model.parameters()):,} parameters, {per_step:.3f} s/step -> "
+          f"{config['num_steps']} steps in {args.minutes:g} minutes", flush=True)
+    trainer = ManyEMATrainer(model, schedule, data, sigma_rels=args.sigma_rels, **train_kwargs(config))
+    wall, cpu = time.perf_counter(), time.process_time()
+    _, losses = trainer.run(progress=True)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    emas = {"recipe": trainer.ema.model, **{f"power-{s:g}": ema.model for s, ema in trainer.power_emas.items()}}
+    print(f"trained {config['num_steps']} steps: {wall / 60:.1f} min wall, {cpu / torch.get_num_threads() / 60:.1f} "
+          f"CPU-min per thread, final loss {np.mean(losses[-100:]):.4f}", flush=True)
+
+    classifier = load_classifier()
+    floor = real_data_floor(args.n, classifier, seed=0)
+    rows, drawn = [], {}
+    for label, ema_model in emas.items():
+        path = CHECKPOINT_DIR / "cache" / f"laptop_budget_{args.name}_{label}.pt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"model_state": ema_model.state_dict(), "config": config}, path)
+        run = f"laptop-budget-{args.name}-{label}"
+        sample_path = quality.draw_digits(ema_model.eval(), schedule, quality.sample_file(run, args.n, 0), args.n, 0,
+                                          SAMPLER, True, record={"run": run, "model": path.name})
+        record = load_torch_file(sample_path, what="drawn samples")
+        images = drawn[label] = torch.cat(record["chunks"])                  # (n, 1, 28, 28)
+        report = evaluate_samples(images, classifier, seed=0)
+        row = {"ema": label, "report": report, "sample_seconds": record["seconds"]}
+        if label != "recipe":
+            row["paired_with_recipe_ema"] = compare_paired(images, drawn["recipe"], classifier, seed=0)
+        rows.append(row)
+        paired = row.get("paired_with_recipe_ema")
+        print(f"{label:>12}: {format_quality(report, floor)}" + (
+            f"\n{'':>14}FID - recipe EMA's = {paired['value']:+.2f} [{paired['low']:+.2f}, {paired['high']:+.2f}]"
+            if paired else ""), flush=True)
+    payload = {"name": args.name, "overrides": args.set, "config": config, "sampler": SAMPLER, "clip_x0": True,
+               "budget_minutes": args.minutes, "seconds_per_step_estimate": per_step, "steps": config["num_steps"],
+               "train_wall_seconds": wall, "train_cpu_seconds": cpu, "threads": torch.get_num_threads(),
+               "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+               "final_loss": float(np.mean(losses[-100:])), "sigma_rels": args.sigma_rels,
+               "recipe_ema_decay": config["ema_decay"], "emas": rows, "floor": floor}
+    out = write_result(f"laptop_budget_{args.name}", payload, n=args.n, seed=0, seconds=wall,
+                       interval=rows[0]["report"]["interval"])
+    print(f"-> {out.relative_to(PROJECT_ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
