@@ -112,6 +112,25 @@ def test_results_prose_the_sampler_is_not_the_limit(bake_off):
     assert len(pairs) >= 3 and all(_overlap(a, b) for a, b in pairs)
 
 
+def test_results_prose_notebook_3s_sampler_is_never_worse_than_ddim_50(bake_off):
+    """'Paired digit by digit with DDIM-50 (last column), notebook 3's Heun-10 (lambda-uniform, 19 calls) is never
+    worse: lower for eps and x0, a tie for v' -- and section 5 draws eps, x0 and v with it."""
+    paired = {r["variant"]: r for r in bake_off if r["sampler"] == "heun10-lambda" and r["train_seed"] == 0}
+    assert set(paired) == set(DDPM_PATH) and all(r["paired_with"] == "ddim50" for r in paired.values())
+    difference = {p: r["paired_difference"] for p, r in paired.items()}
+    assert difference["eps"]["high"] < 0 and difference["x0"]["high"] < 0
+    assert difference["v"]["low"] <= 0 <= difference["v"]["high"]
+    live = notebook_config(NOTEBOOK, "LIVE_SAMPLERS")
+    assert all(live[p] == "heun10-lambda" for p in DDPM_PATH) and live["flow"] == "flow-heun10"
+
+
+def test_notebook_5_the_flows_grid_of_rho_2_draws_worse_digits_at_10_steps(bake_off):
+    """Section 4: 'at n = 2,000 (results) rho = 2 draws worse digits from the same x_T too' (Heun-10)."""
+    rho2 = next(r for r in bake_off if (r["variant"], r["train_seed"], r["sampler"]) == ("flow", 0, "flow-heun10-rho2"))
+    assert rho2["paired_with"] == "flow-heun10" and rho2["paired_difference"]["low"] > 0
+    assert "at $n$ = 2,000 (results) $\\rho = 2$ draws worse digits" in _markdown()
+
+
 def test_results_prose_far_from_real_digits_at_the_configs_steps(bake_off, base):
     """'Every recipe is far from real digits, each FID more than 20x the floor's: at 840 steps ...', and
     RESULTS.md: every run's precision interval lies below real digits', the best run's recall interval
