@@ -18,6 +18,8 @@ retrained), then draws n digits with each named sampler (benchmarks/quality.py's
 x_T of chunk i is the same for every variant, so the comparison is paired) and writes
 benchmarks/results/<date>_<hardware>_predict_<variant>_seed<k>_<sampler>.json with the model's
 training time, steps and loss, the report with 95 % intervals and the real-data floor at the same n.
+`--paired-with S` (one of the samplers) draws S first and adds to every other sampler's file its FID
+difference to S over the same x_T, bootstrapped over the shared digits (evaluation.compare_paired).
 
 `--steps N` trains the same recipe for N steps instead of BAKE_OFF_CONFIG's (the lr schedule stretched
 to N): a probe of what more of the budget buys, outside the equal-steps bake-off. Its checkpoint stays
