@@ -2,7 +2,7 @@
 
 Run by hand on an otherwise idle machine (timings flake; never in CI):
 
-    python benchmarks/throughput.py                    # every variant, 8 timed steps each
+    python benchmarks/throughput.py --timed-steps 20   # every variant, 20 timed steps each
     python benchmarks/throughput.py --variants fp32 batch64 --timed-steps 20
 
 Each variant is the laptop preset (LAPTOP_CONFIG of 3_unet.ipynb, its own loop `train_recipe`) with one
@@ -13,7 +13,7 @@ load_or_train's estimate is):
     bf16            bf16 autocast (only where the CPU computes bfloat16 natively; emulated it is ~10x slower)
     batch64         batch 64: half the images a step, so twice the steps for the same images
     channels_last   the network's weights in channels-last memory order
-    compile         torch.compile of the network; the seconds of its first steps count as compile time
+    compile         torch.compile of the network (3 more warm-up steps; their seconds hold the compilation)
     wide28          base 32, channel_mults [1, 1, 2]: the width moved to the 28 x 28 and 14 x 14 levels
     wide7           base 16, channel_mults [1, 2, 4]: the width moved to the 7 x 7 level
 
@@ -27,12 +27,20 @@ threads. One result file, benchmarks/results/<date>_<hardware>_throughput_laptop
 from __future__ import annotations
 
 import argparse
+import atexit
+import os
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-import torch
-from torch.utils.flop_counter import FlopCounterMode
+# torch.compile caches what it compiled: a fresh cache per run times the compilation a reader's first run pays
+if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="throughput_inductor_")
+    atexit.register(shutil.rmtree, os.environ["TORCHINDUCTOR_CACHE_DIR"], True)
+import torch  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import diffusion_utils as du  # noqa: E402
@@ -97,8 +105,8 @@ def time_variant(variant: str, base: dict, data: torch.Tensor, warm_steps: int, 
             "model_kwargs": config["model_kwargs"], "seconds_per_step": per_step,
             "images_per_second": config["batch_size"] / per_step, "flops_per_step": flops,
             "flops_per_second": flops / per_step,
-            # the warm-up steps' time beyond steady steps: compilation for "compile", allocation for the rest
-            "first_steps_overhead_seconds": wall - (warm_steps + timed_steps) * per_step}
+            # the untimed warm-up steps with their setup: for "compile", the compilation is in here
+            "warm_up_seconds": wall - timed_steps * per_step}
 
 
 def main() -> None:
@@ -131,7 +139,7 @@ def main() -> None:
         rows.append(row)
         print(f"{variant:>13}: {row['params']:,} params, batch {row['batch_size']}, {row['seconds_per_step']:.3f} s/step, "
               f"{row['images_per_second']:.0f} images/s, {row['flops_per_step'] / 1e9:.1f} GFLOP/step = "
-              f"{row['fraction_of_peak']:.1%} of peak, first steps +{row['first_steps_overhead_seconds']:.0f} s"
+              f"{row['fraction_of_peak']:.1%} of peak, {warm} warm-up steps {row['warm_up_seconds']:.0f} s"
               + (f", {row['images_per_second_vs_fp32']:.2f}x fp32's images/s" if row["images_per_second_vs_fp32"] else ""),
               flush=True)
     payload = {"config": base, "peak_flops": peaks, "warm_steps": args.warm_steps, "timed_steps": args.timed_steps,

@@ -791,16 +791,16 @@ def throughput_laptop_table(current: str) -> str:
     for r in result["rows"]:
         label = THROUGHPUT_LABELS.get(r["variant"], r["variant"])
         if "failed" in r:
-            rows.append([label, "", "", f"failed: {r['failed'][:80]}", "", "", "", ""])
+            rows.append([label, "", "", f"failed: {r['failed'][:80]}", "", "", "", "", ""])
             continue
         rows.append([label, f"{r['params']:,}", str(r["batch_size"]), f"{r['seconds_per_step']:.3f}",
                      f"{r['images_per_second']:.0f}", f"{r['images_per_second_vs_fp32']:.2f}×",
-                     f"{r['flops_per_step'] / 1e9:.1f}", f"{r['fraction_of_peak']:.1%}"])
+                     f"{r['flops_per_step'] / 1e9:.1f}", f"{r['fraction_of_peak']:.1%}", f"{r['warm_up_seconds']:.0f}"])
     header = ["change to the laptop recipe", "params", "batch", "s/step", "images/s", "images/s against float32",
-              "GFLOP per step", "fraction of the peak"]
+              "GFLOP per step", "fraction of the peak", "warm-up s (compile: with compiling)"]
     peaks = ", ".join(f"{name} {flops / 1e9:.0f} GFLOP/s" for name, flops in result["peak_flops"].items())
     return (_markdown_rows(header, rows) +
-            f"\n\nTimed by the recipe's own loop after {result['warm_steps']} warm-up steps, over "
+            f"\n\nTimed by the recipe's own loop after {result['warm_steps']} warm-up steps (compile: 3 more), over "
             f"{result['timed_steps']} steps, {result['threads']} threads ({result['cpu_capability']}); the peak is the "
             f"best of three 2048 × 2048 matmuls on the same threads: {peaks}. FLOPs count one forward and backward "
             f"pass (torch.utils.flop_counter). {cite(result)}.")
