@@ -3,7 +3,7 @@
 
     python benchmarks/laptop_budget.py --name base                 # 15 minutes, the recipe as it is
     python benchmarks/laptop_budget.py --name lr2e-3 --set lr=2e-3 --minutes 10
-    python benchmarks/laptop_budget.py --name base --sigma-rels 0.05 0.1 0.2 --n 2000
+    python benchmarks/laptop_budget.py --name base --sigma-rels 0.05 0.1 0.2 --posthoc 0.1 0.15 --n 2000
 
 The budget is CPU time, not steps: the loop's s/step is timed first (notebook_support.training.
 seconds_per_step), the step count set so that the cosine lr decay ends with the budget, and the run's
@@ -15,7 +15,9 @@ the decay is (1 - 1/n)^(gamma + 1), so each averages a fixed *fraction* of the r
 sigma_rel, however long the run is. Every average of the one run draws n digits from the same x_T
 (benchmarks/quality.py's chunks) with notebook 3's Heun-10 on the lambda-uniform grid, x0 clipped, and
 is measured beside the real-data floor and paired with the recipe's EMA (the FID difference bootstrapped
-over the shared digits). One result file, laptop_budget_<name>; the EMA weights go to checkpoints/cache/.
+over the shared digits). `--posthoc S` rebuilds, after training, the power EMA of width S from evenly spaced
+snapshots of the narrowest and widest tracked EMAs alone (post-hoc EMA, the paper's section 3.2: least squares
+on each update's weight), so that a tracked width rebuilt from the others checks the method. One result file, laptop_budget_<name>; the EMA weights go to checkpoints/cache/.
 A run is not resumable: it is one trial of at most --minutes.
 """
 
@@ -37,7 +39,7 @@ from laptop_recipe import set_key  # noqa: E402
 from lessons.mlp import EMA  # noqa: E402
 from lessons.unet import RecipeTrainer, UNet, heun, lambda_uniform_grid, ode_sample, train_recipe  # noqa: E402
 from notebook_support.checkpoints import validate_config  # noqa: E402
-from notebook_support.checks import DIGIT_COUNT  # noqa: E402
+from notebook_support.checks import DIGIT_COUNT, int_at_least  # noqa: E402
 from notebook_support.data import mnist_tensor  # noqa: E402
 from notebook_support.environment import CHECKPOINT_DIR, PROJECT_ROOT  # noqa: E402
 from notebook_support.evaluation import (HEADLINE_N, compare_paired, evaluate_samples, format_quality,  # noqa: E402
@@ -75,18 +77,55 @@ class PowerEMA(EMA):
         return (1 - 1 / n) ** (self.gamma + 1)
 
 
-class ManyEMATrainer(RecipeTrainer):
-    """Notebook 3's recipe loop that also updates power-function EMAs after every step."""
+def power_ema_weights(gamma: float, t: int, total: int) -> np.ndarray:
+    """The weight of each update 1..total in a power-function EMA of exponent gamma after t updates (0 after t):
+    update k enters with 1 - beta_k and is then multiplied by every later beta_j. (total,) float64, sums to 1."""
+    k = np.arange(1, t + 1)
+    beta = (1 - 1 / k) ** (gamma + 1)                                        # (t,) beta_1 = 0: a copy
+    later = np.append(np.cumprod(beta[:0:-1])[::-1], 1.0)                    # (t,) prod of beta_j for j > k
+    return np.concatenate([(1 - beta) * later, np.zeros(total - t)])
 
-    def __init__(self, model, schedule, data, *, sigma_rels=(), **settings):
+
+def posthoc_coefficients(snapshots: list[tuple[float, int]], gamma: float, total: int) -> tuple[np.ndarray, float]:
+    """Post-hoc EMA (Karras et al. 2024, section 3.2): the mix of stored averages -- (gamma_i, t_i), power EMAs
+    saved at update t_i -- whose weights over the updates come closest, in least squares, to a power EMA of
+    exponent `gamma` at update `total`. Returns (coefficients (S,), the relative residual of the weights)."""
+    basis = np.stack([power_ema_weights(g, t, total) for g, t in snapshots], axis=1)   # (total, S)
+    target = power_ema_weights(gamma, total, total)                                    # (total,)
+    coefficients = np.linalg.lstsq(basis, target, rcond=None)[0]
+    return coefficients, float(np.linalg.norm(basis @ coefficients - target) / np.linalg.norm(target))
+
+
+class ManyEMATrainer(RecipeTrainer):
+    """Notebook 3's recipe loop that also updates power-function EMAs after every step and keeps
+    `num_snapshots` evenly spaced copies of each (the last at the final step) for post-hoc EMA."""
+
+    def __init__(self, model, schedule, data, *, sigma_rels=(), num_snapshots=10, **settings):
         super().__init__(model, schedule, data, **settings)
         self.power_emas = {sigma_rel: PowerEMA(self.model, sigma_rel) for sigma_rel in sigma_rels}
+        self.snapshot_every = max(1, self.num_steps // num_snapshots)
+        self.snapshots = []                                    # (sigma_rel, gamma, update t, state_dict)
 
     def train_step(self, step: int) -> float:
         loss = super().train_step(step)
-        for ema in self.power_emas.values():
+        for sigma_rel, ema in self.power_emas.items():
             ema.update(self.model)
+            if (step + 1) % self.snapshot_every == 0 or step + 1 == self.num_steps:
+                state = {k: v.detach().clone() for k, v in ema.model.state_dict().items()}
+                self.snapshots.append((sigma_rel, ema.gamma, step + 1, state))
         return loss
+
+    def posthoc_model(self, sigma_rel: float, from_sigma_rels) -> tuple[torch.nn.Module, dict]:
+        """The weights of a power EMA of `sigma_rel` at the last step, mixed from the snapshots of the EMAs
+        `from_sigma_rels` alone; and what the mix is (coefficients, residual)."""
+        used = [s for s in self.snapshots if s[0] in from_sigma_rels]
+        coefficients, residual = posthoc_coefficients([(g, t) for _, g, t, _ in used], gamma_of_sigma_rel(sigma_rel),
+                                                      self.num_steps)
+        model = copy.deepcopy(self.ema.model)
+        model.load_state_dict({key: sum(float(c) * state[key].double() for c, (*_, state) in zip(coefficients, used))
+                               .to(value.dtype) for key, value in model.state_dict().items()})
+        return model.eval(), {"coefficients": coefficients.tolist(), "relative_residual": residual,
+                              "from": [(s, t) for s, _, t, _ in used]}
 
 
 def main() -> None:
@@ -97,11 +136,17 @@ def main() -> None:
     parser.add_argument("--bf16", action="store_true", help="the recipe's bf16 autocast (default: float32)")
     parser.add_argument("--sigma-rels", type=float, nargs="*", default=[0.05, 0.1, 0.2],
                         help="the power-function EMAs kept beside the recipe's")
+    parser.add_argument("--posthoc", type=float, nargs="*", default=[],
+                        help="power EMAs of these sigma_rel rebuilt after training from the snapshots of the smallest "
+                             "and largest --sigma-rels alone (post-hoc EMA), measured like the others")
+    parser.add_argument("--snapshots", type=int_at_least(2), default=10, help="snapshots kept of each power EMA")
     parser.add_argument("--n", type=DIGIT_COUNT, default=HEADLINE_N, help="digits drawn and measured per EMA")
     args = parser.parse_args()
     if not 0 < args.minutes <= 120:
         parser.error(f"--minutes must lie in (0, 120], got {args.minutes}")
-    for sigma_rel in args.sigma_rels:
+    if args.posthoc and len(set(args.sigma_rels)) < 2:
+        parser.error("--posthoc rebuilds from two tracked EMAs: give at least two --sigma-rels")
+    for sigma_rel in [*args.sigma_rels, *args.posthoc]:
         try:
             gamma_of_sigma_rel(sigma_rel)
         except ValueError as exc:
@@ -118,15 +163,20 @@ def main() -> None:
     schedule = du.DiffusionSchedule(num_timesteps=config["num_timesteps"], schedule=config["schedule"])
     torch.manual_seed(config["seed"])
     model = UNet(**config["model_kwargs"])
-    per_step = seconds_per_step(model, train_recipe, data[:4096], schedule, train_kwargs(config))
+    per_step = seconds_per_step(model, train_recipe, data[:4096], schedule, train_kwargs(config),
+                                warm_steps=3, timed_steps=15)                 # 3 timed steps vary by 30 %
     config["num_steps"] = max(1, int(args.minutes * 60 / per_step))
     print(f"{args.name}: {sum(p.numel() for p in model.parameters()):,} parameters, {per_step:.3f} s/step -> "
           f"{config['num_steps']} steps in {args.minutes:g} minutes", flush=True)
-    trainer = ManyEMATrainer(model, schedule, data, sigma_rels=args.sigma_rels, **train_kwargs(config))
+    trainer = ManyEMATrainer(model, schedule, data, sigma_rels=args.sigma_rels, num_snapshots=args.snapshots,
+                             **train_kwargs(config))
     wall, cpu = time.perf_counter(), time.process_time()
     _, losses = trainer.run(progress=True)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     emas = {"recipe": trainer.ema.model, **{f"power-{s:g}": ema.model for s, ema in trainer.power_emas.items()}}
+    rebuilt = {f"posthoc-{s:g}": trainer.posthoc_model(s, (min(args.sigma_rels), max(args.sigma_rels)))
+               for s in args.posthoc}                                        # label -> (model, how it was mixed)
+    emas.update({label: model for label, (model, _) in rebuilt.items()})
     print(f"trained {config['num_steps']} steps: {wall / 60:.1f} min wall, {cpu / torch.get_num_threads() / 60:.1f} "
           f"CPU-min per thread, final loss {np.mean(losses[-100:]):.4f}", flush=True)
 
@@ -144,6 +194,8 @@ def main() -> None:
         images = drawn[label] = torch.cat(record["chunks"])                  # (n, 1, 28, 28)
         report = evaluate_samples(images, classifier, seed=0)
         row = {"ema": label, "report": report, "sample_seconds": record["seconds"]}
+        if label in rebuilt:
+            row["posthoc"] = rebuilt[label][1]
         if label != "recipe":
             row["paired_with_recipe_ema"] = compare_paired(images, drawn["recipe"], classifier, seed=0)
         rows.append(row)

@@ -806,6 +806,38 @@ def throughput_laptop_table(current: str) -> str:
             f"pass (torch.utils.flop_counter). {cite(result)}.")
 
 
+@readme_table("laptop-budget", command="python benchmarks/laptop_budget.py --name NAME [--set key=value]")
+def laptop_budget_table(current: str) -> str:
+    """Notebook 3's laptop recipe trained for a fixed CPU time in float32 (benchmarks/laptop_budget.py): every
+    trial's averages (the recipe's EMA and the power-function EMAs), FID beside the floor and paired with the
+    recipe's EMA over the same x_T."""
+    trials = sorted(latest_results("laptop_budget_").values(), key=lambda r: r["date"])
+    if not trials:
+        raise FileNotFoundError("no laptop_budget_<name> result file yet")
+    digits = {key: d for key, _, d in QUALITY_COLUMNS}
+    rows = []
+    for trial in trials:
+        change = ", ".join(trial["overrides"]) or "(the laptop recipe in float32)"
+        for row in trial["emas"]:
+            report, paired = row["report"], row.get("paired_with_recipe_ema")
+            average = (f"recipe's EMA ({trial['recipe_ema_decay']:g}, warm-up)" if row["ema"] == "recipe"
+                       else f"power EMA, σ_rel {row['ema'].removeprefix('power-')}")
+            rows.append([f"{trial['name']}: {change}", f"{trial['steps']:,}",
+                         f"{trial['train_wall_seconds'] / 60:.1f} / {trial['budget_minutes']:g}", average,
+                         _measure(report["fid"], digits["fid"]), _times_floor(report, trial["floor"]),
+                         _measure(report["precision"], digits["precision"]), _measure(report["recall"], digits["recall"]),
+                         "" if paired is None else f"{paired['value']:+.1f} [{paired['low']:+.1f}, {paired['high']:+.1f}]"])
+    first = trials[0]
+    header = ["trial", "steps", "training minutes (wall) / budget", "weights", "FID [95 %]", "× floor",
+              "precision [95 %]", "recall [95 %]", "FID − recipe EMA's, paired [95 %]"]
+    return (_markdown_rows(header, rows) +
+            f"\n\nn = {first['n']:,} digits per row with {first['sampler']} (x̂₀ clipped), every row from the same x_T; "
+            f"real-data floor FID {_measure(first['floor']['fid'], 1)}; {first['interval']}. float32 on "
+            f"{first['threads']} threads ({first['cpu_capability']}); the step count is set from the loop's timed s/step "
+            f"so that the cosine decay ends with the budget. Files: `benchmarks/results/*_laptop_budget_<trial>.json`, "
+            f"newest {Path(trials[-1]['file']).name}.")
+
+
 # ---------------------------------------------------------------------------------------------
 # The command
 # ---------------------------------------------------------------------------------------------

@@ -43,3 +43,45 @@ def test_power_ema_averages_a_fixed_fraction_of_the_run(sigma_rel, steps):
     mean, mean_square = ema.model.weight.flatten().tolist()
     assert math.isclose(math.sqrt(mean_square - mean ** 2) / steps, sigma_rel, rel_tol=0.03)
     assert ema.current_decay() < 1 and laptop_budget.PowerEMA(model, sigma_rel).current_decay() == 0   # 1st: a copy
+
+
+def test_power_ema_weights_are_the_average_the_loop_keeps():
+    gamma, values = laptop_budget.gamma_of_sigma_rel(0.1), torch.randn(300, generator=torch.Generator().manual_seed(0))
+    model = torch.nn.Linear(1, 1, bias=False).double()
+    ema = laptop_budget.PowerEMA(model, 0.1)
+    for value in values[:250]:
+        with torch.no_grad():
+            model.weight.fill_(value.item())
+        ema.update(model)
+    weights = laptop_budget.power_ema_weights(gamma, 250, 300)                     # (300,) zero after update 250
+    assert math.isclose(weights.sum(), 1, rel_tol=1e-12) and (weights[250:] == 0).all()
+    assert math.isclose(ema.model.weight.item(), float((weights * values.double().numpy()).sum()), rel_tol=1e-9)
+
+
+def test_posthoc_rebuilds_a_stored_average_exactly_and_a_width_between_closely():
+    widths = (0.05, 0.2)
+    snapshots = [(laptop_budget.gamma_of_sigma_rel(s), t) for s in widths for t in range(100, 1001, 100)]
+    exact, residual = laptop_budget.posthoc_coefficients(snapshots, laptop_budget.gamma_of_sigma_rel(0.2), 1000)
+    assert residual < 1e-9 and math.isclose(exact[-1], 1, abs_tol=1e-6)        # the last snapshot of 0.2 itself
+    between, residual = laptop_budget.posthoc_coefficients(snapshots, laptop_budget.gamma_of_sigma_rel(0.1), 1000)
+    assert residual < 0.05 and math.isclose(between.sum(), 1, abs_tol=0.01)     # weights that still average
+
+
+def test_the_loop_rebuilds_a_tracked_average_from_its_snapshots():
+    """ManyEMATrainer: snapshots every num_steps / num_snapshots steps and at the last; the widest tracked EMA,
+    rebuilt from the snapshots, is that EMA's weights (its last snapshot)."""
+    import diffusion_utils as du
+    from lessons.unet import UNet
+
+    torch.manual_seed(0)
+    model = UNet(base_channels=8, channel_mults=[1, 2], num_res_blocks=1, attention_resolutions=[], dropout=0.0)
+    data = torch.rand(32, 1, 28, 28, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    trainer = laptop_budget.ManyEMATrainer(model, du.DiffusionSchedule(), data, sigma_rels=(0.05, 0.2),
+                                           num_snapshots=3, num_steps=7, batch_size=4, lr=1e-3)
+    trainer.run(progress=False)
+    assert [(s, t) for s, _, t, _ in trainer.snapshots] == [(0.05, 2), (0.2, 2), (0.05, 4), (0.2, 4), (0.05, 6),
+                                                            (0.2, 6), (0.05, 7), (0.2, 7)]
+    rebuilt, how = trainer.posthoc_model(0.2, (0.05, 0.2))
+    assert how["relative_residual"] < 1e-9
+    for key, value in trainer.power_emas[0.2].model.state_dict().items():
+        torch.testing.assert_close(rebuilt.state_dict()[key], value, rtol=1e-5, atol=1e-6)
