@@ -820,8 +820,14 @@ def laptop_budget_table(current: str) -> str:
         change = ", ".join(trial["overrides"]) or "(the laptop recipe in float32)"
         for row in trial["emas"]:
             report, paired = row["report"], row.get("paired_with_recipe_ema")
-            average = (f"recipe's EMA ({trial['recipe_ema_decay']:g}, warm-up)" if row["ema"] == "recipe"
-                       else f"power EMA, σ_rel {row['ema'].removeprefix('power-')}")
+            if row["ema"] == "recipe":
+                average = f"recipe's EMA ({trial['recipe_ema_decay']:g}, warm-up)"
+            elif "posthoc" in row:
+                widths = sorted({width for width, _ in row["posthoc"]["from"]})
+                average = (f"post-hoc EMA, σ_rel {row['ema'].removeprefix('posthoc-')}, rebuilt from "
+                           + " and ".join(f"{w:g}" for w in widths))
+            else:
+                average = f"power EMA, σ_rel {row['ema'].removeprefix('power-')}"
             rows.append([f"{trial['name']}: {change}", f"{trial['steps']:,}",
                          f"{trial['train_wall_seconds'] / 60:.1f} / {trial['budget_minutes']:g}", average,
                          _measure(report["fid"], digits["fid"]), _times_floor(report, trial["floor"]),

@@ -288,14 +288,22 @@ def test_the_bake_off_table_lists_every_run_best_fid_first(tmp_path, monkeypatch
             "variant": variant, "train_seed": seed, "sampler": sampler, "evaluations_per_digit": calls, "clip_x0": True,
             "steps": 840, "train_seconds": 846.0, "train_hardware": "x86_64 CPU, 2 threads", "train_precision": "float32",
             "report": _measured(fid), "floor": floor})
+    _write(tmp_path, name="predict_eps_seed0_heun10-lambda", payload={        # a run paired with another sampler
+        "variant": "eps", "train_seed": 0, "sampler": "heun10-lambda", "evaluations_per_digit": 19, "clip_x0": True,
+        "steps": 840, "train_seconds": 846.0, "train_hardware": "x86_64 CPU, 2 threads", "train_precision": "float32",
+        "report": _measured(40.0), "floor": floor, "paired_with": "ddim20",
+        "paired_difference": {"value": 0.4, "low": -0.3, "high": 1.1, "n": 2000, "interval": "paired"}})
     lines = readme_tables.render_region("bake-off").splitlines()
     assert lines[0].startswith("| target | training seed | sampler | network calls per digit | steps | training minutes |")
+    assert lines[0].endswith("| FID − paired sampler's [95 %] |")
     assert lines[2] == ("| flow velocity | 1 | Heun-10 | 19 | 840 | 14.1 | 20.0 [18.0, 22.0] | 3.1× | 0.800 [0.700, 0.900] "
-                        "| 0.800 [0.700, 0.900] |")                                  # the lower FID first
+                        "| 0.800 [0.700, 0.900] |  |")                               # the lower FID first, unpaired
     assert lines[3].startswith("| ε | 0 | DDIM-20 | 20 | 840 | 14.1 | 30.0 [28.0, 32.0] | 4.6× |")
-    assert lines[4].startswith("| real digits: 2,000 random training digits (the floor) |  |  |  |  |  | 6.5 [4.5, 8.5] | 1× |")
-    assert "n = 2,000 digits per row" in lines[6] and "x86_64 CPU, 2 threads (float32)" in lines[6]
-    assert "840 steps × s/step" in lines[6] and "eps 1.00 s/step = 14.0 min, flow 1.01 s/step = 14.1 min" in lines[6]
+    assert lines[4].startswith("| ε | 0 | Heun-10 (λ-uniform) | 19 |") and lines[4].endswith(
+        "| +0.4 [-0.3, +1.1] vs DDIM-20 (tie) |")
+    assert lines[5].startswith("| real digits: 2,000 random training digits (the floor) |  |  |  |  |  | 6.5 [4.5, 8.5] | 1× |")
+    assert "n = 2,000 digits per row" in lines[7] and "x86_64 CPU, 2 threads (float32)" in lines[7]
+    assert "840 steps × s/step" in lines[7] and "eps 1.00 s/step = 14.0 min, flow 1.01 s/step = 14.1 min" in lines[7]
     _write(tmp_path, name="predict_v_seed0_ddim20", n=500, payload={
         "variant": "v", "train_seed": 0, "sampler": "ddim20", "evaluations_per_digit": 20, "clip_x0": True, "steps": 840,
         "train_seconds": 846.0, "train_hardware": "x86_64 CPU, 2 threads", "train_precision": "float32",

@@ -37,3 +37,44 @@ def test_each_change_against_float32_as_the_report_says(throughput):
         speed[v] for v in ("channels_last", "compile", "wide28"))
     assert f"give {low:.2f}–{high:.2f}×" in RESULTS_TEXT
     assert f"(after {throughput['compile']['warm_up_seconds']:.0f} s of compiling)" in RESULTS_TEXT
+
+
+@pytest.fixture(scope="module")
+def trials() -> dict:
+    return {r["name"]: {row["ema"]: row for row in r["emas"]} | {"trial": r}
+            for r in latest_results("laptop_budget_").values()}
+
+
+def _fid(row: dict) -> dict:
+    return row["report"]["fid"]
+
+
+def test_the_width_at_7x7_trains_more_steps_and_draws_better_digits_both_far_from_4x(trials):
+    """'trains 1,936 steps in about the time the recipe trains 1,231 and lowers FID from 129.6 to 87.2 with the
+    recipe's EMA, intervals apart; both stay far from 4x the floor'."""
+    base, wide7 = trials["fp32-15min"], trials["wide7-fp32-15min"]
+    assert wide7["trial"]["steps"] > base["trial"]["steps"]
+    assert abs(wide7["trial"]["train_wall_seconds"] / base["trial"]["train_wall_seconds"] - 1) < 0.1
+    assert _fid(wide7["recipe"])["high"] < _fid(base["recipe"])["low"]
+    floor = base["trial"]["floor"]["fid"]["value"]
+    assert all(_fid(t["recipe"])["low"] > 4 * floor for t in (base, wide7))
+    assert (f"trains {wide7['trial']['steps']:,} steps in about the time the recipe trains {base['trial']['steps']:,} and "
+            f"lowers FID from {_fid(base['recipe'])['value']:.1f} to {_fid(wide7['recipe'])['value']:.1f}") in RESULTS_TEXT
+
+
+def test_a_shorter_average_helps_a_little_a_longer_one_hurts(trials):
+    """'sigma_rel 0.05 beats the recipe's EMA in both trials (paired -3.3 and -1.3), sigma_rel 0.2 is far worse'."""
+    for name in ("fp32-15min", "wide7-fp32-15min"):
+        assert trials[name]["power-0.05"]["paired_with_recipe_ema"]["high"] < 0, name
+    assert trials["fp32-15min"]["power-0.2"]["paired_with_recipe_ema"]["low"] > 20
+
+
+def test_the_posthoc_check_failed_and_the_rebuilt_average_draws_better(trials):
+    """'sigma_rel 0.05 rebuilt from the snapshots of 0.02 and 0.1 ... is not the tracked 0.05, and it draws much better
+    digits': the two paired intervals against the recipe's EMA lie apart."""
+    wide7 = trials["wide7-fp32-15min"]
+    rebuilt, tracked = wide7["posthoc-0.05"], wide7["power-0.05"]
+    assert rebuilt["paired_with_recipe_ema"]["high"] < tracked["paired_with_recipe_ema"]["low"]
+    coefficients = rebuilt["posthoc"]["coefficients"]
+    assert f"residual {rebuilt['posthoc']['relative_residual'] * 100:.1f} %" in RESULTS_TEXT.replace("\n", " ")
+    assert f"coefficients from {min(coefficients):.2f} to {max(coefficients):.2f}".replace("-", "−") in RESULTS_TEXT
