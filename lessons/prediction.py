@@ -194,7 +194,7 @@ def variant_config(base: dict, prediction: str, seed: int | None = None) -> dict
     return config
 
 
-from notebook_support.checks import check_sampler_inputs  # input checks, not taught here
+from notebook_support.checks import check_num_steps, check_sampler_inputs  # input checks, not taught
 
 class AsEps(nn.Module):
     """A network that predicts x0 or v on the DDPM path, seen as the eps-model that every sampler of
@@ -249,6 +249,7 @@ def tau_grid(num_steps: int, rho: float = 1.0) -> list[float]:
     steps near the data and widens them near the noise."""
     if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
         raise ValueError(f"num_steps must be a positive int, got {num_steps!r}")
+    check_num_steps(num_steps)       # at most MAX_SAMPLER_STEPS: 10**9 taus would fill the memory
     if isinstance(rho, bool) or not isinstance(rho, (int, float)) or not 1 <= rho <= 10:
         raise ValueError(f"rho must be a number from 1 to 10, got {rho!r}")
     return [(1 - i / num_steps) ** rho for i in range(num_steps + 1)]
@@ -298,8 +299,9 @@ def sampling_network(model: nn.Module, schedule, prediction: str) -> nn.Module:
 # name -> (sampler, its keyword arguments, network calls per digit, the targets it samples)
 BAKE_OFF_SAMPLERS = {
     "ddim20": (du.ddim_sample, {"num_steps": 20, "eta": 0.0}, 20, ("eps", "x0", "v")),
-    "heun10-lambda": (ode_sample, {"solver": heun, "grid": lambda_uniform_grid,   # notebook 3's
-                                   "num_steps": 10}, 19, ("eps", "x0", "v")),     # choice
+    # notebook 3's fewest-call sampler that ties DDIM-50: Heun-10 on the lambda-uniform grid
+    "heun10-lambda": (ode_sample, {"solver": heun, "grid": lambda_uniform_grid, "num_steps": 10},
+                      19, ("eps", "x0", "v")),
     "flow-euler20": (flow_sample, {"num_steps": 20}, 20, ("flow",)),
     "flow-heun10": (flow_sample, {"num_steps": 10, "step": flow_heun_step}, 19, ("flow",)),
     "flow-heun10-rho2": (flow_sample, {"num_steps": 10, "step": flow_heun_step, "rho": 2}, 19,

@@ -19,8 +19,8 @@ import torch
 import diffusion_utils as du
 from lessons.prediction import (BAKE_OFF_SAMPLERS, FLOW_TIME_SAMPLINGS, FLOW_TIME_SCALE, PREDICTIONS, AsEps,
                                 PredictionTrainer, check_prediction, ddpm_target, eps_and_x0_from_output, flow_euler_step,
-                                flow_heun_step, flow_matching_loss, flow_path, flow_sample, tau_grid, min_snr_weight, prediction_loss,
-                                sampling_network, signal_and_noise, train_prediction, variant_config)
+                                flow_heun_step, flow_matching_loss, flow_path, flow_sample, min_snr_weight, prediction_loss,
+                                sampling_network, signal_and_noise, tau_grid, train_prediction, variant_config)
 from lessons.unet import UNet, train_recipe
 from notebook_support.checkpoints import validate_config
 from notebook_support.environment import PROJECT_ROOT
@@ -223,6 +223,7 @@ def test_tau_grid_runs_from_noise_to_data_and_crowds_the_data_end_as_rho_grows()
     # a larger rho: a narrower last step (the data end) and a wider first one (the noise end)
     assert tau_grid(10, 3)[-2] < tau_grid(10, 2)[-2] and tau_grid(10, 3)[1] < tau_grid(10, 2)[1]
     for num_steps, rho, match in [(0, 1, "num_steps"), (2.0, 1, "num_steps"), (True, 1, "num_steps"),
+                                  (10**9, 1, "num_steps must lie in"),            # refused before a list is built
                                   (4, 0.5, "rho"), (4, float("nan"), "rho"), (4, True, "rho"), (4, "2", "rho")]:
         with pytest.raises(ValueError, match=match):
             tau_grid(num_steps, rho)
