@@ -131,7 +131,8 @@ class ManyEMATrainer(RecipeTrainer):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--name", required=True, help="names the result file laptop_budget_<name>")
-    parser.add_argument("--minutes", type=float, default=15.0, help="training CPU time (process time / threads)")
+    parser.add_argument("--minutes", type=float, default=15.0, help="the training budget: steps = minutes / the loop's timed s/step (the run records "
+                             "its wall and process CPU time, which can overrun it)")
     parser.add_argument("--set", action="append", default=[], help="override, e.g. lr=2e-3 or model_kwargs.base_channels=16")
     parser.add_argument("--bf16", action="store_true", help="the recipe's bf16 autocast (default: float32)")
     parser.add_argument("--sigma-rels", type=float, nargs="*", default=[0.05, 0.1, 0.2],
