@@ -45,7 +45,7 @@ from notebook_support.environment import CHECKPOINT_DIR, PROJECT_ROOT  # noqa: E
 from notebook_support.evaluation import (HEADLINE_N, compare_paired, evaluate_samples, format_quality,  # noqa: E402
                                          load_classifier, real_data_floor)
 from notebook_support.export import notebook_config  # noqa: E402
-from notebook_support.files import load_torch_file  # noqa: E402
+from notebook_support.files import atomic_torch_save  # noqa: E402
 from notebook_support.results import write_result  # noqa: E402
 from notebook_support.training import choose_bf16, seconds_per_step, train_kwargs  # noqa: E402
 
@@ -108,9 +108,10 @@ class ManyEMATrainer(RecipeTrainer):
 
     def train_step(self, step: int) -> float:
         loss = super().train_step(step)
+        snapshot = (step + 1) % self.snapshot_every == 0 or step + 1 == self.num_steps
         for sigma_rel, ema in self.power_emas.items():
             ema.update(self.model)
-            if (step + 1) % self.snapshot_every == 0 or step + 1 == self.num_steps:
+            if snapshot:
                 state = {k: v.detach().clone() for k, v in ema.model.state_dict().items()}
                 self.snapshots.append((sigma_rel, ema.gamma, step + 1, state))
         return loss
@@ -187,12 +188,12 @@ def main() -> None:
     for label, ema_model in emas.items():
         path = CHECKPOINT_DIR / "cache" / f"laptop_budget_{args.name}_{label}.pt"
         path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"model_state": ema_model.state_dict(), "config": config}, path)
+        atomic_torch_save({"model_state": ema_model.state_dict(), "config": config}, path)
         run = f"laptop-budget-{args.name}-{label}"
-        sample_path = quality.draw_digits(ema_model.eval(), schedule, quality.sample_file(run, args.n, 0), args.n, 0,
-                                          SAMPLER, True, record={"run": run, "model": path.name})
-        record = load_torch_file(sample_path, what="drawn samples")
-        images = drawn[label] = torch.cat(record["chunks"])                  # (n, 1, 28, 28)
+        quality.draw_digits(ema_model.eval(), schedule, quality.sample_file(run, args.n, 0), args.n, 0, SAMPLER, True,
+                            record={"run": run, "model": path.name})
+        images, record = quality.load_samples(run, args.n, 0)                # (n, 1, 28, 28)
+        drawn[label] = images
         report = evaluate_samples(images, classifier, seed=0)
         row = {"ema": label, "report": report, "sample_seconds": record["seconds"]}
         if label in rebuilt:
