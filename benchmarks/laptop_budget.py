@@ -3,28 +3,34 @@
 
     python benchmarks/laptop_budget.py --name base                 # 15 minutes, the recipe as it is
     python benchmarks/laptop_budget.py --name lr2e-3 --set lr=2e-3 --minutes 10
+    python benchmarks/laptop_budget.py --name flow --set prediction=flow --set flow_time_sampling=logit-normal
     python benchmarks/laptop_budget.py --name base --sigma-rels 0.05 0.1 0.2 --posthoc 0.1 0.15 --n 2000
 
-The budget is CPU time, not steps: the loop's s/step is timed first (notebook_support.training.
-seconds_per_step), the step count set so that the cosine lr decay ends with the budget, and the run's
-process CPU time / threads is recorded beside its wall time (they agree on an idle machine).
+The budget is CPU time, not steps: the loop trains until the process clock (time.process_time() over the
+torch threads; on an idle machine it is the wall time) has used --minutes, and the cosine lr decay follows the
+fraction of the budget used, so it ends at 0 with the budget whatever the machine's speed. --set prediction=
+x0 | v | flow trains notebook 5's objectives (lessons.prediction.PredictionTrainer).
 
 Besides the recipe's EMA (a fixed decay with warm-up), the loop keeps power-function EMAs (Karras et al.
 2024, "Analyzing and improving the training dynamics of diffusion models", section 3): after n updates
 the decay is (1 - 1/n)^(gamma + 1), so each averages a fixed *fraction* of the run, its relative width
 sigma_rel, however long the run is. Every average of the one run draws n digits from the same x_T
-(benchmarks/quality.py's chunks) with notebook 3's Heun-10 on the lambda-uniform grid, x0 clipped, and
-is measured beside the real-data floor and paired with the recipe's EMA (the FID difference bootstrapped
-over the shared digits). `--posthoc S` rebuilds, after training, the power EMA of width S from evenly spaced
-snapshots of the narrowest and widest tracked EMAs alone (post-hoc EMA, the paper's section 3.2: least squares
-on each update's weight), so that a tracked width rebuilt from the others checks the method. One result file, laptop_budget_<name>; the EMA weights go to checkpoints/cache/.
-A run is not resumable: it is one trial of at most --minutes.
+(benchmarks/quality.py's chunks) with notebook 3's Heun-10 on the lambda-uniform grid, x0 clipped (the flow:
+notebook 5's Heun-10), and is measured beside the real-data floor and paired with the recipe's EMA (the FID
+difference bootstrapped over the shared digits). `--posthoc S` rebuilds, after training, the power EMA of
+width S from evenly spaced snapshots of the narrowest and widest tracked EMAs alone (post-hoc EMA, the
+paper's section 3.2), twice: with the paper's least squares on each update's weight, whose signed mix may
+weigh the run's noisy iterates with cancelling large coefficients, and with non-negative coefficients, a
+true average of the iterates. A tracked width rebuilt from the others checks the method: the file records
+how far each rebuilt average lies from the tracked one. One result file, laptop_budget_<name>; the EMA
+weights go to checkpoints/cache/. A run is not resumable: it is one trial of --minutes.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import math
 import sys
 import time
 from pathlib import Path
@@ -37,7 +43,9 @@ import diffusion_utils as du  # noqa: E402
 import quality  # noqa: E402  benchmarks/quality.py: chunked, paired drawing
 from laptop_recipe import set_key  # noqa: E402
 from lessons.mlp import EMA  # noqa: E402
-from lessons.unet import RecipeTrainer, UNet, heun, lambda_uniform_grid, ode_sample, train_recipe  # noqa: E402
+from lessons.prediction import (BAKE_OFF_SAMPLERS, AsEps, PredictionTrainer, train_prediction,  # noqa: E402
+                                variant_config)
+from lessons.unet import UNet  # noqa: E402
 from notebook_support.checkpoints import validate_config  # noqa: E402
 from notebook_support.checks import DIGIT_COUNT, int_at_least  # noqa: E402
 from notebook_support.data import mnist_tensor  # noqa: E402
@@ -47,10 +55,19 @@ from notebook_support.evaluation import (HEADLINE_N, compare_paired, evaluate_sa
 from notebook_support.export import notebook_config  # noqa: E402
 from notebook_support.files import atomic_torch_save  # noqa: E402
 from notebook_support.results import write_result  # noqa: E402
-from notebook_support.training import choose_bf16, seconds_per_step, train_kwargs  # noqa: E402
+from notebook_support.training import choose_bf16, train_kwargs  # noqa: E402
 
-SAMPLER = "heun10-lambda"     # notebook 3's fewest-evaluation sampler that ties DDIM-50 (19 calls)
-quality.SAMPLERS[SAMPLER] = (ode_sample, {"solver": heun, "grid": lambda_uniform_grid, "num_steps": 10})
+SAMPLERS = {"eps": "heun10-lambda", "x0": "heun10-lambda", "v": "heun10-lambda",   # notebook 3's fewest-call
+            "flow": "flow-heun10"}                        # sampler that ties DDIM-50 (19 calls); the flow's Heun-10
+for _name in set(SAMPLERS.values()):
+    quality.SAMPLERS[_name] = BAKE_OFF_SAMPLERS[_name][:2]    # drawn by quality.py's paired chunks
+MAX_BUDGET_STEPS = 100_000    # a budget run's cap on steps: far beyond what 120 CPU-minutes train
+
+
+def cpu_seconds() -> float:
+    """The process clock over the torch threads: CPU time this process used per thread. On an idle machine it
+    runs with the wall clock; another job on the machine does not advance it."""
+    return time.process_time() / torch.get_num_threads()
 
 
 def gamma_of_sigma_rel(sigma_rel: float) -> float:
@@ -86,29 +103,88 @@ def power_ema_weights(gamma: float, t: int, total: int) -> np.ndarray:
     return np.concatenate([(1 - beta) * later, np.zeros(total - t)])
 
 
-def posthoc_coefficients(snapshots: list[tuple[float, int]], gamma: float, total: int) -> tuple[np.ndarray, float]:
+def nonnegative_least_squares(matrix: np.ndarray, target: np.ndarray, tolerance: float = 1e-12) -> np.ndarray:
+    """argmin ||matrix x - target|| over x >= 0 (Lawson and Hanson's active-set method, 1974): grow the set of
+    free coefficients by the one whose gradient most wants to rise, and step back along the segment to the
+    unconstrained solution on that set whenever it would turn one negative. (M, S), (M,) -> (S,)."""
+    size = matrix.shape[1]
+    free, x = np.zeros(size, dtype=bool), np.zeros(size)
+    for _ in range(3 * size):                                    # the method ends in at most a few passes per column
+        gradient = matrix.T @ (target - matrix @ x)              # (S,) where the residual wants each coefficient
+        if free.all() or gradient[~free].max() <= tolerance:
+            break
+        free[np.argmax(np.where(free, -np.inf, gradient))] = True
+        while True:
+            trial = np.zeros(size)
+            trial[free] = np.linalg.lstsq(matrix[:, free], target, rcond=None)[0]
+            if trial[free].min() > 0:
+                x = trial
+                break
+            blocked = free & (trial <= 0)                        # stop where the first of them reaches 0
+            step = np.min(x[blocked] / (x[blocked] - trial[blocked]))
+            x = x + step * (trial - x)
+            free &= x > tolerance
+            x[~free] = 0.0
+    return x
+
+
+def posthoc_coefficients(snapshots: list[tuple[float, int]], gamma: float, total: int, *,
+                         nonnegative: bool = False) -> tuple[np.ndarray, float]:
     """Post-hoc EMA (Karras et al. 2024, section 3.2): the mix of stored averages -- (gamma_i, t_i), power EMAs
     saved at update t_i -- whose weights over the updates come closest, in least squares, to a power EMA of
-    exponent `gamma` at update `total`. Returns (coefficients (S,), the relative residual of the weights)."""
+    exponent `gamma` at update `total`, with coefficients that sum to 1 (the mix's weights then do); with
+    `nonnegative`, every coefficient >= 0 too, so that the mix is itself an average of the iterates. Returns (coefficients (S,), the relative residual of the weights)."""
     basis = np.stack([power_ema_weights(g, t, total) for g, t in snapshots], axis=1)   # (total, S)
     target = power_ema_weights(gamma, total, total)                                    # (total,)
-    coefficients = np.linalg.lstsq(basis, target, rcond=None)[0]
+    # every column sums to 1, so the coefficients' sum is the mix's total weight: one heavy row holds it at 1,
+    # else the fit scales a broad mix up to reach a narrow target's peak and the weights grow with it
+    heavy = 1e3 * np.linalg.norm(target)
+    system, wanted = np.vstack([basis, np.full((1, basis.shape[1]), heavy)]), np.append(target, heavy)
+    coefficients = (nonnegative_least_squares(system, wanted) if nonnegative
+                    else np.linalg.lstsq(system, wanted, rcond=None)[0])
     return coefficients, float(np.linalg.norm(basis @ coefficients - target) / np.linalg.norm(target))
 
 
-class ManyEMATrainer(RecipeTrainer):
-    """Notebook 3's recipe loop that also updates power-function EMAs after every step and keeps
-    `num_snapshots` evenly spaced copies of each (the last at the final step) for post-hoc EMA."""
+class ManyEMATrainer(PredictionTrainer):
+    """Notebook 3's recipe loop (notebook 5's, for another `prediction`) that also updates power-function EMAs
+    after every step and keeps `num_snapshots` evenly spaced copies of each (the last at the final step) for
+    post-hoc EMA. With `budget_seconds` it trains until the process clock (cpu_seconds) has used them: the
+    cosine lr decay and the snapshots then follow the fraction of the budget used, and num_steps is only a cap,
+    set to the steps taken when the run ends."""
 
-    def __init__(self, model, schedule, data, *, sigma_rels=(), num_snapshots=10, **settings):
+    def __init__(self, model, schedule, data, *, sigma_rels=(), num_snapshots=10, budget_seconds=None,
+                 **settings):
+        if budget_seconds is not None and not budget_seconds > 0:
+            raise ValueError(f"budget_seconds must be > 0, got {budget_seconds!r}")
         super().__init__(model, schedule, data, **settings)
         self.power_emas = {sigma_rel: PowerEMA(self.model, sigma_rel) for sigma_rel in sigma_rels}
+        self.num_snapshots, self.budget_seconds = num_snapshots, budget_seconds
         self.snapshot_every = max(1, self.num_steps // num_snapshots)
         self.snapshots = []                                    # (sigma_rel, gamma, update t, state_dict)
+        self.snapshot_rounds = 0
+        self.budget_used = 0.0                                 # the fraction of budget_seconds used so far
+        self.decay_from = None                                 # the fraction used when the warm-up ended
+
+    def learning_rate(self, step: int) -> float:
+        """The recipe's warm-up over steps; on a budget, the cosine decay over the budget left after it."""
+        if self.budget_seconds is None or step < self.warmup_steps or self.lr_decay != "cosine":
+            return super().learning_rate(step)
+        if self.decay_from is None:
+            self.decay_from = self.budget_used
+        progress = min(1.0, (self.budget_used - self.decay_from) / (1 - self.decay_from))   # 0 -> 1
+        return self.lr * 0.5 * (1 + math.cos(math.pi * progress))
+
+    def snapshot_due(self, step: int) -> bool:
+        if self.budget_seconds is None:
+            return (step + 1) % self.snapshot_every == 0 or step + 1 == self.num_steps
+        return self.budget_used >= (self.snapshot_rounds + 1) / self.num_snapshots or self.budget_used >= 1
 
     def train_step(self, step: int) -> float:
         loss = super().train_step(step)
-        snapshot = (step + 1) % self.snapshot_every == 0 or step + 1 == self.num_steps
+        if self.budget_seconds is not None:
+            self.budget_used = (cpu_seconds() - self.started) / self.budget_seconds
+        snapshot = self.snapshot_due(step)
+        self.snapshot_rounds += snapshot
         for sigma_rel, ema in self.power_emas.items():
             ema.update(self.model)
             if snapshot:
@@ -116,31 +192,63 @@ class ManyEMATrainer(RecipeTrainer):
                 self.snapshots.append((sigma_rel, ema.gamma, step + 1, state))
         return loss
 
-    def posthoc_model(self, sigma_rel: float, from_sigma_rels) -> tuple[torch.nn.Module, dict]:
+    def run(self, progress: bool = True, resume=None) -> tuple[torch.nn.Module, list]:
+        """num_steps steps, or (with budget_seconds) steps until the budget is used -> (EMA model, losses)."""
+        if self.budget_seconds is None:
+            return super().run(progress, resume)
+        if resume is not None:
+            raise ValueError("a budget run is one sitting: it cannot resume")
+        self.started = cpu_seconds()
+        bar = du.progress_bar(None, total=100, desc="training, % of the CPU budget", disable=not progress)
+        step = 0
+        while self.budget_used < 1:
+            if step == self.num_steps:
+                raise RuntimeError(f"{self.num_steps} steps did not use the budget: is the clock running?")
+            loss = self.train_step(step)
+            if not math.isfinite(loss):
+                raise FloatingPointError(f"the loss became {loss} at step {step}: lower lr or check the data")
+            self.losses.append(loss)
+            bar.update(min(100, int(100 * self.budget_used)) - bar.n)
+            bar.set_postfix(step=step + 1, loss=f"{loss:.4f}", refresh=False)
+            step += 1
+        bar.close()
+        self.num_steps = step
+        self.model.eval()
+        return self.ema.model, self.losses
+
+    def posthoc_model(self, sigma_rel: float, from_sigma_rels, *, nonnegative: bool = False
+                      ) -> tuple[torch.nn.Module, dict]:
         """The weights of a power EMA of `sigma_rel` at the last step, mixed from the snapshots of the EMAs
-        `from_sigma_rels` alone; and what the mix is (coefficients, residual)."""
+        `from_sigma_rels` alone (with `nonnegative`, non-negative coefficients); and what the mix is."""
         used = [s for s in self.snapshots if s[0] in from_sigma_rels]
         coefficients, residual = posthoc_coefficients([(g, t) for _, g, t, _ in used], gamma_of_sigma_rel(sigma_rel),
-                                                      self.num_steps)
+                                                      self.num_steps, nonnegative=nonnegative)
         model = copy.deepcopy(self.ema.model)
         model.load_state_dict({key: sum(float(c) * state[key].double() for c, (*_, state) in zip(coefficients, used))
                                .to(value.dtype) for key, value in model.state_dict().items()})
         return model.eval(), {"coefficients": coefficients.tolist(), "relative_residual": residual,
-                              "from": [(s, t) for s, _, t, _ in used]}
+                              "nonnegative": nonnegative, "from": [(s, t) for s, _, t, _ in used]}
+
+
+def parameter_distance(a: torch.nn.Module, b: torch.nn.Module) -> float:
+    """|| theta_a - theta_b || over all parameters."""
+    return float(sum((x.double() - y.double()).pow(2).sum() for x, y in zip(a.parameters(), b.parameters())) ** 0.5)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--name", required=True, help="names the result file laptop_budget_<name>")
-    parser.add_argument("--minutes", type=float, default=15.0, help="the training budget: steps = minutes / the loop's timed s/step (the run records "
-                             "its wall and process CPU time, which can overrun it)")
+    parser.add_argument("--minutes", type=float, default=15.0,
+                        help="the training budget in minutes of the process clock per torch thread (the run stops "
+                             "when it is used; the lr decay follows it)")
     parser.add_argument("--set", action="append", default=[], help="override, e.g. lr=2e-3 or model_kwargs.base_channels=16")
     parser.add_argument("--bf16", action="store_true", help="the recipe's bf16 autocast (default: float32)")
     parser.add_argument("--sigma-rels", type=float, nargs="*", default=[0.05, 0.1, 0.2],
                         help="the power-function EMAs kept beside the recipe's")
     parser.add_argument("--posthoc", type=float, nargs="*", default=[],
                         help="power EMAs of these sigma_rel rebuilt after training from the snapshots of the smallest "
-                             "and largest --sigma-rels alone (post-hoc EMA), measured like the others")
+                             "and largest --sigma-rels alone (post-hoc EMA), by least squares and with non-negative "
+                             "coefficients, each measured like the others")
     parser.add_argument("--snapshots", type=int_at_least(2), default=10, help="snapshots kept of each power EMA")
     parser.add_argument("--n", type=DIGIT_COUNT, default=HEADLINE_N, help="digits drawn and measured per EMA")
     args = parser.parse_args()
@@ -160,26 +268,39 @@ def main() -> None:
     config["bf16"] = args.bf16
     for item in args.set:
         set_key(config, *item.split("=", 1))
-    validate_config(config, UNet, train_recipe)
+    config = variant_config(config, config.get("prediction", "eps"))        # the flow drops min-SNR, as in notebook 5
+    prediction = config["prediction"]
+    validate_config(config, UNet, train_prediction)
     data = mnist_tensor()[0]                                                  # (60000, 1, 28, 28) in [-1, 1]
     schedule = du.DiffusionSchedule(num_timesteps=config["num_timesteps"], schedule=config["schedule"])
     torch.manual_seed(config["seed"])
     model = UNet(**config["model_kwargs"])
-    per_step = seconds_per_step(model, train_recipe, data[:4096], schedule, train_kwargs(config),
-                                warm_steps=3, timed_steps=15)                 # 3 timed steps vary by 30 %
-    config["num_steps"] = max(1, int(args.minutes * 60 / per_step))
-    print(f"{args.name}: {sum(p.numel() for p in model.parameters()):,} parameters, {per_step:.3f} s/step -> "
-          f"{config['num_steps']} steps in {args.minutes:g} minutes", flush=True)
+    config["num_steps"] = MAX_BUDGET_STEPS                                   # a cap: the budget ends the run
+    print(f"{args.name}: {sum(p.numel() for p in model.parameters()):,} parameters, {prediction}, training for "
+          f"{args.minutes:g} minutes of the process clock on {torch.get_num_threads()} threads", flush=True)
     trainer = ManyEMATrainer(model, schedule, data, sigma_rels=args.sigma_rels, num_snapshots=args.snapshots,
-                             **train_kwargs(config))
+                             budget_seconds=args.minutes * 60, **train_kwargs(config))
     wall, cpu = time.perf_counter(), time.process_time()
     _, losses = trainer.run(progress=True)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    config["num_steps"] = trainer.num_steps
     emas = {"recipe": trainer.ema.model, **{f"power-{s:g}": ema.model for s, ema in trainer.power_emas.items()}}
-    rebuilt = {f"posthoc-{s:g}": trainer.posthoc_model(s, (min(args.sigma_rels), max(args.sigma_rels)))
-               for s in args.posthoc}                                        # label -> (model, how it was mixed)
+    rebuilt = {}                                                             # label -> (model, how it was mixed)
+    for width in args.posthoc:
+        for nonnegative, suffix in ((False, ""), (True, "-nonneg")):
+            rebuilt[f"posthoc-{width:g}{suffix}"] = trainer.posthoc_model(
+                width, (min(args.sigma_rels), max(args.sigma_rels)), nonnegative=nonnegative)
+    for label, (rebuilt_model, mix) in rebuilt.items():                     # a tracked width rebuilt: how close?
+        width = float(label.split("-")[1])
+        if width in trainer.power_emas:
+            others = [s for s in trainer.power_emas if s != width]
+            nearest = min(others, key=lambda s: abs(s - width))
+            mix["distance_to_tracked"] = parameter_distance(rebuilt_model, trainer.power_emas[width].model)
+            mix["tracked_distance_to_nearest_width"] = parameter_distance(trainer.power_emas[width].model,
+                                                                          trainer.power_emas[nearest].model)
+            mix["nearest_width"] = nearest
     emas.update({label: model for label, (model, _) in rebuilt.items()})
-    print(f"trained {config['num_steps']} steps: {wall / 60:.1f} min wall, {cpu / torch.get_num_threads() / 60:.1f} "
+    print(f"trained {trainer.num_steps} steps: {wall / 60:.1f} min wall, {cpu / torch.get_num_threads() / 60:.1f} "
           f"CPU-min per thread, final loss {np.mean(losses[-100:]):.4f}", flush=True)
 
     classifier = load_classifier()
@@ -190,7 +311,8 @@ def main() -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_torch_save({"model_state": ema_model.state_dict(), "config": config}, path)
         run = f"laptop-budget-{args.name}-{label}"
-        quality.draw_digits(ema_model.eval(), schedule, quality.sample_file(run, args.n, 0), args.n, 0, SAMPLER, True,
+        network = ema_model.eval() if prediction in ("eps", "flow") else AsEps(ema_model.eval(), schedule, prediction)
+        quality.draw_digits(network, schedule, quality.sample_file(run, args.n, 0), args.n, 0, SAMPLERS[prediction], True,
                             record={"run": run, "model": path.name})
         images, record = quality.load_samples(run, args.n, 0)                # (n, 1, 28, 28)
         drawn[label] = images
@@ -205,8 +327,9 @@ def main() -> None:
         print(f"{label:>12}: {format_quality(report, floor)}" + (
             f"\n{'':>14}FID - recipe EMA's = {paired['value']:+.2f} [{paired['low']:+.2f}, {paired['high']:+.2f}]"
             if paired else ""), flush=True)
-    payload = {"name": args.name, "overrides": args.set, "config": config, "sampler": SAMPLER, "clip_x0": True,
-               "budget_minutes": args.minutes, "seconds_per_step_estimate": per_step, "steps": config["num_steps"],
+    payload = {"name": args.name, "overrides": args.set, "config": config, "prediction": prediction,
+               "sampler": SAMPLERS[prediction], "clip_x0": True, "budget_minutes": args.minutes,
+               "budget_clock": "process CPU time / torch threads", "steps": trainer.num_steps,
                "train_wall_seconds": wall, "train_cpu_seconds": cpu, "threads": torch.get_num_threads(),
                "cpu_capability": torch.backends.cpu.get_cpu_capability(),
                "final_loss": float(np.mean(losses[-100:])), "sigma_rels": args.sigma_rels,

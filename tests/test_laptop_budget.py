@@ -85,3 +85,67 @@ def test_the_loop_rebuilds_a_tracked_average_from_its_snapshots():
     assert how["relative_residual"] < 1e-9
     for key, value in trainer.power_emas[0.2].model.state_dict().items():
         torch.testing.assert_close(rebuilt.state_dict()[key], value, rtol=1e-5, atol=1e-6)
+
+
+def test_nonnegative_least_squares_finds_the_best_of_every_support():
+    """Lawson-Hanson against brute force: the best unconstrained fit on each subset of columns whose coefficients
+    are all >= 0 (the constrained optimum is one of them), on random problems where the plain fit goes negative."""
+    import itertools
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    negative_seen = 0
+    for _ in range(30):
+        matrix, target = rng.normal(size=(12, 5)), rng.normal(size=12)
+        negative_seen += np.linalg.lstsq(matrix, target, rcond=None)[0].min() < 0
+        best = np.linalg.norm(target)                                        # x = 0
+        for size in range(1, 6):
+            for support in itertools.combinations(range(5), size):
+                x = np.linalg.lstsq(matrix[:, support], target, rcond=None)[0]
+                if x.min() >= 0:
+                    best = min(best, np.linalg.norm(matrix[:, support] @ x - target))
+        found = laptop_budget.nonnegative_least_squares(matrix, target)
+        assert found.min() >= 0
+        assert math.isclose(np.linalg.norm(matrix @ found - target), best, rel_tol=1e-9, abs_tol=1e-12)
+    assert negative_seen > 10                                                # the constraint mattered
+
+
+@pytest.mark.parametrize("nonnegative", [False, True])
+def test_posthoc_mixes_are_averages_whose_weights_sum_to_one(nonnegative):
+    """A narrow width rebuilt from two broader ones: unconstrained, least squares would scale the mix up to reach
+    the target's peak; the coefficients sum to 1 (to 1e-6) either way, and are >= 0 when asked."""
+    gammas = [laptop_budget.gamma_of_sigma_rel(s) for s in (0.02, 0.1)]
+    snapshots = [(g, t) for t in range(200, 2001, 200) for g in gammas]
+    coefficients, residual = laptop_budget.posthoc_coefficients(
+        snapshots, laptop_budget.gamma_of_sigma_rel(0.05), 2000, nonnegative=nonnegative)
+    assert math.isclose(coefficients.sum(), 1, abs_tol=1e-6) and residual < 0.3
+    assert (coefficients.min() >= 0) == nonnegative                         # the free fit takes negative ones
+
+
+def test_a_budget_run_stops_when_the_clock_has_used_it_and_decays_lr_to_zero_with_it(monkeypatch):
+    """budget_seconds: steps until the process clock (here a fake one, 1 s per reading) has used the budget; the
+    cosine decay follows the budget used after the warm-up, the snapshots its quarters, the last at the last step."""
+    import diffusion_utils as du
+    from lessons.unet import UNet
+
+    ticks = iter(range(10_000))
+    monkeypatch.setattr(laptop_budget, "cpu_seconds", lambda: float(next(ticks)))
+    torch.manual_seed(0)
+    model = UNet(base_channels=8, channel_mults=[1, 2], num_res_blocks=1, attention_resolutions=[], dropout=0.0)
+    data = torch.rand(32, 1, 28, 28, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    trainer = laptop_budget.ManyEMATrainer(model, du.DiffusionSchedule(), data, sigma_rels=(0.05,), num_snapshots=4,
+                                           budget_seconds=12, num_steps=1000, batch_size=4, lr=1e-3, warmup_steps=2,
+                                           lr_decay="cosine")
+    rates = []
+    original = trainer.learning_rate
+    monkeypatch.setattr(trainer, "learning_rate", lambda step: rates.append(original(step)) or rates[-1])
+    trainer.run(progress=False)
+    assert trainer.num_steps == 12 and len(trainer.losses) == 12             # one clock reading per step
+    assert rates[:2] == [5e-4, 1e-3] and all(a > b for a, b in zip(rates[2:], rates[3:]))
+    assert rates[-1] < 0.05 * 1e-3                                           # cosine near 0 as the budget ends
+    assert [t for _, _, t, _ in trainer.snapshots] == [3, 6, 9, 12]
+    with pytest.raises(ValueError, match="budget_seconds must be > 0"):
+        laptop_budget.ManyEMATrainer(model, du.DiffusionSchedule(), data, budget_seconds=0, num_steps=10)
+    with pytest.raises(ValueError, match="cannot resume"):
+        trainer.run(progress=False, resume=object())
