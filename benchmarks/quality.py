@@ -137,7 +137,9 @@ def draw_digits(model, schedule, path: Path, n: int, seed: int, sampler_name: st
         generator = torch.Generator().manual_seed(seed * 1_000_003 + index)   # x_T of this chunk, shared by clip on/off
         x_T = torch.randn((size, 1, 28, 28), generator=generator)             # (size, 1, 28, 28)
         started = time.perf_counter()
-        images = sampler(model, schedule, (size, 1, 28, 28), x_T=x_T, clip_x0=clip, generator=generator,
+        start = index * CHUNK                                                 # a model with per-image state
+        chunk_model = model.for_images(start, start + size, n) if hasattr(model, "for_images") else model   # labels
+        images = sampler(chunk_model, schedule, (size, 1, 28, 28), x_T=x_T, clip_x0=clip, generator=generator,
                          progress=False, **kwargs)                             # (size, 1, 28, 28)
         state["seconds"] += time.perf_counter() - started
         state["chunks"].append(images.clamp(-1, 1))

@@ -343,6 +343,17 @@ def compare_paired(images_a: torch.Tensor, images_b: torch.Tensor, classifier: M
                                  num_resamples=num_resamples)
 
 
+def wilson(hits: int, n: int) -> dict:
+    """hits / n and its 95 % Wilson score interval (Wilson 1927) for a binomial share: unlike
+    value +- 1.96 sd, it stays inside [0, 1] and is not empty at 0 or n hits."""
+    if isinstance(hits, bool) or isinstance(n, bool) or not 0 <= hits <= n or n < 1:
+        raise ValueError(f"need 0 <= hits <= n and n >= 1, got hits={hits!r}, n={n!r}")
+    z, p = 1.959964, hits / n
+    centre, half = (p + z * z / (2 * n)), z * (p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5
+    low, high = (centre - half) / (1 + z * z / n), (centre + half) / (1 + z * z / n)
+    return {"value": p, "low": min(p, max(0.0, low)), "high": max(p, min(1.0, high))}
+
+
 def compare_fid(a: dict, b: dict) -> str:
     """a's FID against b's, two evaluate_samples reports at the same n: "lower than" or "higher
     than" when their 95 % intervals do not overlap, else "a tie with" (this n cannot tell them

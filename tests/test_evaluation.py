@@ -366,3 +366,20 @@ def test_compare_fid_reads_the_intervals():
     assert ev.compare_fid(report(30, 45), report(45, 60)) == "a tie with"  # touching counts as overlapping
     with pytest.raises(ValueError, match="equal n, got n = 250 and n = 2000"):
         ev.compare_fid(report(30, 40), report(50, 60, n=2000))
+
+
+@pytest.mark.parametrize("hits, n, low, high", [(0, 10, 0.0, 0.2775), (5, 10, 0.2366, 0.7634), (10, 10, 0.7225, 1.0),
+                                                (1980, 2000, 0.9846, 0.9935)])
+def test_wilson_interval_matches_the_formula_at_the_edges_and_inside(hits, n, low, high):
+    """Wilson's score interval (values from its closed form, 4 decimals): never outside [0, 1], never empty at 0 or
+    n hits, and asymmetric near the edges where value +- 1.96 sd would leave [0, 1]."""
+    share = ev.wilson(hits, n)
+    assert share["value"] == hits / n
+    assert abs(share["low"] - low) < 1e-4 and abs(share["high"] - high) < 1e-4
+    assert share["low"] <= share["value"] <= share["high"]
+
+
+@pytest.mark.parametrize("hits, n", [(-1, 10), (11, 10), (0, 0), (True, 10)])
+def test_wilson_refuses_impossible_counts(hits, n):
+    with pytest.raises(ValueError, match="need 0 <= hits <= n"):
+        ev.wilson(hits, n)

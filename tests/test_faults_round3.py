@@ -323,6 +323,31 @@ def test_drawn_samples_are_reused_only_when_everything_that_drew_them_matches(tm
     assert "not reused, it records nothing of what drew it; drawing again" in draw(_mlp28(1), clip=False)
 
 
+
+def test_a_model_with_per_image_state_is_given_each_chunks_share(tmp_path, monkeypatch):
+    """draw_digits asks a model with for_images (notebook 4's Guided, one label per image) for the part of each
+    chunk, as sample_in_chunks does: without it every chunk would be drawn with the first chunk's labels."""
+    monkeypatch.setitem(quality.SAMPLERS, "tiny2", (du.ddim_sample, {"num_steps": 2}))
+    monkeypatch.setattr(quality, "CHUNK", 4)
+    asked = []
+
+    class PerImage(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def for_images(self, start, stop, total):
+            asked.append((start, stop, total))
+            return self
+
+        def forward(self, x, t):
+            return self.inner(x, t)
+
+    quality.draw_digits(PerImage(_mlp28(0)), du.DiffusionSchedule(num_timesteps=20), tmp_path / "r_n6_seed0.pt", 6, 0,
+                        "tiny2", True, record={"run": "r", "model": "tiny"})
+    assert asked == [(0, 4, 6), (4, 6, 6)]
+
+
 # ---------------------------------------------------------------------------------------------
 # Checks before work
 # ---------------------------------------------------------------------------------------------
