@@ -51,6 +51,7 @@ RESULT_COMMANDS = {
     "samplers_paired_laptop": "python benchmarks/samplers.py quality --model laptop",
     "laptop_recipe_trials": "python benchmarks/laptop_recipe.py trial --name NAME --budget 240 --n 500 "
                             "--log benchmarks/results/<date>_cpu_laptop_recipe_trials.jsonl",
+    "guidance_headline": "python benchmarks/guidance_headline.py",
 }
 
 # Every result file read in this process, in order (scripts/readme_tables.py names those a table read
