@@ -30,8 +30,8 @@ from lessons.prediction import BAKE_OFF_SAMPLERS  # noqa: E402
 from notebook_support.checkpoints import load_checkpoint  # noqa: E402
 from notebook_support.checks import DIGIT_COUNT  # noqa: E402
 from notebook_support.environment import CHECKPOINT_DIR, PROJECT_ROOT  # noqa: E402
-from notebook_support.evaluation import (HEADLINE_N, classifier_outputs, compare_paired, evaluate_samples,  # noqa: E402
-                                         format_quality, load_classifier, real_data_floor, wilson)
+from notebook_support.evaluation import (HEADLINE_N, classifier_outputs, format_quality, load_classifier,  # noqa: E402
+                                         real_data_floor, wilson)
 from notebook_support.export import notebook_config  # noqa: E402
 from notebook_support.results import write_result  # noqa: E402
 
@@ -62,19 +62,18 @@ def main() -> None:
     rows, drawn = [], {}
     for w in weights:
         run = f"guidance-headline-w{w:g}"
-        quality.draw_digits(Guided(model, requested, w), schedule, quality.sample_file(run, args.n, 0), args.n, 0,
-                            SAMPLER, True, record={"run": run, "model": "unet_guidance.pt", "w": w})
-        images, record = quality.load_samples(run, args.n, 0)               # (n, 1, 28, 28)
+        images, measured = quality.draw_and_measure(Guided(model, requested, w), schedule, run, args.n, SAMPLER,
+                                                    {"model": "unet_guidance.pt", "w": w}, classifier,
+                                                    drawn.get(weights[0]))
         drawn[w] = images
         seen = classifier_outputs(classifier, images)[1].argmax(1)           # (n,) the digit the classifier reads
-        share = wilson(int((seen == requested).sum()), args.n)
-        report = evaluate_samples(images, classifier, seed=0)
-        row = {"w": w, "requested_share": share, "report": report, "sample_seconds": record["seconds"],
+        share, report = wilson(int((seen == requested).sum()), args.n), measured["report"]
+        row = {"w": w, "requested_share": share, **measured,
                "times_floor": report["fid"]["value"] / floor["fid"]["value"],
                "meets_target": share["value"] >= TARGET_SHARE
                and report["fid"]["value"] <= TARGET_TIMES_FLOOR * floor["fid"]["value"]}
-        if w != weights[0]:
-            row[f"paired_with_w{weights[0]:g}"] = compare_paired(images, drawn[weights[0]], classifier, seed=0)
+        if "paired" in row:                                                  # every w but the lowest
+            row[f"paired_with_w{weights[0]:g}"] = row.pop("paired")
         rows.append(row)
         print(f"w = {w:g}: requested digit {share['value']:.1%} [{share['low']:.1%}, {share['high']:.1%}], "
               f"{format_quality(report, floor)}; target {'met' if row['meets_target'] else 'missed'}", flush=True)

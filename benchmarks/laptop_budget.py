@@ -50,8 +50,7 @@ from notebook_support.checkpoints import validate_config  # noqa: E402
 from notebook_support.checks import DIGIT_COUNT, int_at_least  # noqa: E402
 from notebook_support.data import mnist_tensor  # noqa: E402
 from notebook_support.environment import CHECKPOINT_DIR, PROJECT_ROOT  # noqa: E402
-from notebook_support.evaluation import (HEADLINE_N, compare_paired, evaluate_samples, format_quality,  # noqa: E402
-                                         load_classifier, real_data_floor)
+from notebook_support.evaluation import HEADLINE_N, format_quality, load_classifier, real_data_floor  # noqa: E402
 from notebook_support.export import notebook_config  # noqa: E402
 from notebook_support.files import atomic_torch_save  # noqa: E402
 from notebook_support.results import write_result  # noqa: E402
@@ -312,16 +311,14 @@ def main() -> None:
         atomic_torch_save({"model_state": ema_model.state_dict(), "config": config}, path)
         run = f"laptop-budget-{args.name}-{label}"
         network = ema_model.eval() if prediction in ("eps", "flow") else AsEps(ema_model.eval(), schedule, prediction)
-        quality.draw_digits(network, schedule, quality.sample_file(run, args.n, 0), args.n, 0, SAMPLERS[prediction], True,
-                            record={"run": run, "model": path.name})
-        images, record = quality.load_samples(run, args.n, 0)                # (n, 1, 28, 28)
-        drawn[label] = images
-        report = evaluate_samples(images, classifier, seed=0)
-        row = {"ema": label, "report": report, "sample_seconds": record["seconds"]}
+        drawn[label], measured = quality.draw_and_measure(network, schedule, run, args.n, SAMPLERS[prediction],
+                                                          {"model": path.name}, classifier, drawn.get("recipe"))
+        row = {"ema": label, **measured}
+        report = row["report"]
         if label in rebuilt:
             row["posthoc"] = rebuilt[label][1]
-        if label != "recipe":
-            row["paired_with_recipe_ema"] = compare_paired(images, drawn["recipe"], classifier, seed=0)
+        if "paired" in row:                                                  # every average but the recipe's
+            row["paired_with_recipe_ema"] = row.pop("paired")
         rows.append(row)
         paired = row.get("paired_with_recipe_ema")
         print(f"{label:>12}: {format_quality(report, floor)}" + (

@@ -167,6 +167,20 @@ def load_samples(run: str, n: int, seed: int) -> tuple[torch.Tensor, dict]:
                             f"`python benchmarks/quality.py sample --only {run} --n {n}`")
 
 
+def draw_and_measure(model, schedule, run: str, n: int, sampler_name: str, record: dict, classifier,
+                     paired_with: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+    """Draw n digits of `run` (seed 0, x0 clipped, resumable: draw_digits) and measure them. Returns the digits
+    (n, 1, 28, 28) and a row: the report, the drawing seconds and, given `paired_with` (digits of another run
+    from the same x_T), the paired FID difference to them ("paired")."""
+    from notebook_support.evaluation import compare_paired, evaluate_samples
+    draw_digits(model, schedule, sample_file(run, n, 0), n, 0, sampler_name, True, record={"run": run, **record})
+    images, stored = load_samples(run, n, 0)                                  # (n, 1, 28, 28)
+    row = {"report": evaluate_samples(images, classifier, seed=0), "sample_seconds": stored["seconds"]}
+    if paired_with is not None:
+        row["paired"] = compare_paired(images, paired_with, classifier, seed=0)
+    return images, row
+
+
 def evaluate(runs: list[str], n: int, seed: int) -> None:
     """Measure each run's first n digits and the real-data floor at the same n and seed (the same
     reference digits for both), print one line each and write result file quality_<run> (at

@@ -27,8 +27,7 @@ from lessons.prediction import AsEps  # noqa: E402
 from lessons.unet import UNet  # noqa: E402
 from notebook_support.checks import DIGIT_COUNT  # noqa: E402
 from notebook_support.environment import CHECKPOINT_DIR, PROJECT_ROOT  # noqa: E402
-from notebook_support.evaluation import (HEADLINE_N, compare_paired, evaluate_samples, format_quality,  # noqa: E402
-                                         load_classifier, real_data_floor)
+from notebook_support.evaluation import HEADLINE_N, format_quality, load_classifier, real_data_floor  # noqa: E402
 from notebook_support.files import load_torch_file  # noqa: E402
 from notebook_support.results import write_result  # noqa: E402
 
@@ -54,7 +53,7 @@ def main() -> None:
     classifier = load_classifier()
     floor = real_data_floor(args.n, classifier, seed=0)
     rows, drawn = [], {}
-    for scale in sorted({1.0, *args.scales}):
+    for scale in [1.0, *sorted(set(args.scales) - {1.0})]:                 # the unscaled first: the others pair with it
         scaled = copy.deepcopy(model).eval()
         with torch.no_grad():
             for tensor in scaled.state_dict().values():
@@ -62,14 +61,13 @@ def main() -> None:
                     tensor.mul_(scale)
         network = scaled if prediction in ("eps", "flow") else AsEps(scaled, schedule, prediction)
         run = f"weight-scale-{args.trial}-{args.ema}-x{scale:g}"
-        quality.draw_digits(network, schedule, quality.sample_file(run, args.n, 0), args.n, 0, SAMPLERS[prediction],
-                            True, record={"run": run, "model": path.name, "scale": scale})
-        images, record = quality.load_samples(run, args.n, 0)                # (n, 1, 28, 28)
-        drawn[scale] = images
-        report = evaluate_samples(images, classifier, seed=0)
-        row = {"scale": scale, "report": report, "sample_seconds": record["seconds"]}
-        if scale != 1.0:
-            row["paired_with_unscaled"] = compare_paired(images, drawn[1.0], classifier, seed=0)
+        drawn[scale], measured = quality.draw_and_measure(network, schedule, run, args.n, SAMPLERS[prediction],
+                                                          {"model": path.name, "scale": scale}, classifier,
+                                                          drawn.get(1.0))
+        row = {"scale": scale, **measured}
+        report = row["report"]
+        if "paired" in row:                                                  # every factor but 1
+            row["paired_with_unscaled"] = row.pop("paired")
         rows.append(row)
         paired = row.get("paired_with_unscaled")
         print(f"x{scale:g}: {format_quality(report, floor)}" + (
