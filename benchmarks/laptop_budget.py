@@ -7,7 +7,8 @@
     python benchmarks/laptop_budget.py --name base --sigma-rels 0.05 0.1 0.2 --posthoc 0.1 0.15 --n 2000
 
 The budget is CPU time, not steps: the loop trains until the process clock (time.process_time() over the
-torch threads; on an idle machine it is the wall time) has used --minutes, and the cosine lr decay follows the
+torch threads; on an idle machine it is the wall time; run it alone, since a busy machine still costs it steps)
+has used --minutes, and the cosine lr decay follows the
 fraction of the budget used, so it ends at 0 with the budget whatever the machine's speed. --set prediction=
 x0 | v | flow trains notebook 5's objectives (lessons.prediction.PredictionTrainer).
 
@@ -65,7 +66,8 @@ MAX_BUDGET_STEPS = 100_000    # a budget run's cap on steps: far beyond what 120
 
 def cpu_seconds() -> float:
     """The process clock over the torch threads: CPU time this process used per thread. On an idle machine it
-    runs with the wall clock; another job on the machine does not advance it."""
+    runs with the wall clock. Another job on the machine does not advance it, but it still costs steps: torch's
+    threads wait for the one that lost its core by spinning, and the spinning is charged."""
     return time.process_time() / torch.get_num_threads()
 
 

@@ -813,39 +813,72 @@ def throughput_laptop_table(current: str) -> str:
 @readme_table("laptop-budget", command="python benchmarks/laptop_budget.py --name NAME [--set key=value]")
 def laptop_budget_table(current: str) -> str:
     """Notebook 3's laptop recipe trained for a fixed CPU time in float32 (benchmarks/laptop_budget.py): every
-    trial's averages (the recipe's EMA and the power-function EMAs), FID beside the floor and paired with the
-    recipe's EMA over the same x_T."""
+    trial's averages (the recipe's EMA, the power-function EMAs and the post-hoc ones), FID beside the floor and
+    paired with the recipe's EMA over the same x_T."""
     trials = sorted(latest_results("laptop_budget_").values(), key=lambda r: r["date"])
     if not trials:
         raise FileNotFoundError("no laptop_budget_<name> result file yet")
     digits = {key: d for key, _, d in QUALITY_COLUMNS}
     rows = []
     for trial in trials:
-        change = ", ".join(trial["overrides"]) or "(the laptop recipe in float32)"
+        change = ", ".join(o.removeprefix("model_kwargs.") for o in trial["overrides"]) or "(the recipe in float32)"
+        on_clock = "budget_clock" in trial                   # older trials: steps set from a timing, wall minutes
+        minutes = (f"{trial['train_cpu_seconds'] / trial['threads'] / 60:.1f} CPU" if on_clock else
+                   f"{trial['train_wall_seconds'] / 60:.1f} wall")
         for row in trial["emas"]:
             report, paired = row["report"], row.get("paired_with_recipe_ema")
             if row["ema"] == "recipe":
                 average = f"recipe's EMA ({trial['recipe_ema_decay']:g}, warm-up)"
             elif "posthoc" in row:
-                widths = sorted({width for width, _ in row["posthoc"]["from"]})
-                average = (f"post-hoc EMA, σ_rel {row['ema'].removeprefix('posthoc-')}, rebuilt from "
-                           + " and ".join(f"{w:g}" for w in widths))
+                mix = row["posthoc"]
+                widths = sorted({width for width, _ in mix["from"]})
+                how = "non-negative" if mix.get("nonnegative") else "least squares"
+                average = (f"post-hoc EMA, σ_rel {row['ema'].split('-')[1]}, rebuilt from "
+                           + " and ".join(f"{w:g}" for w in widths) + f" ({how})")
             else:
                 average = f"power EMA, σ_rel {row['ema'].removeprefix('power-')}"
-            rows.append([f"{trial['name']}: {change}", f"{trial['steps']:,}",
-                         f"{trial['train_wall_seconds'] / 60:.1f} / {trial['budget_minutes']:g}", average,
+            rows.append([f"{trial['name']}: {change}", trial.get("prediction", "eps"), f"{trial['steps']:,}",
+                         f"{minutes} / {trial['budget_minutes']:g}", average,
                          _measure(report["fid"], digits["fid"]), _times_floor(report, trial["floor"]),
                          _measure(report["precision"], digits["precision"]), _measure(report["recall"], digits["recall"]),
                          "" if paired is None else f"{paired['value']:+.1f} [{paired['low']:+.1f}, {paired['high']:+.1f}]"])
     first = trials[0]
-    header = ["trial", "steps", "training minutes (wall) / budget", "weights", "FID [95 %]", "× floor",
-              "precision [95 %]", "recall [95 %]", "FID − recipe EMA's, paired [95 %]"]
+    header = ["trial: changes to the recipe", "objective", "steps", "training minutes / budget", "weights",
+              "FID [95 %]", "× floor", "precision [95 %]", "recall [95 %]", "FID − recipe EMA's, paired [95 %]"]
     return (_markdown_rows(header, rows) +
-            f"\n\nn = {first['n']:,} digits per row with {first['sampler']} (x̂₀ clipped), every row from the same x_T; "
-            f"real-data floor FID {_measure(first['floor']['fid'], 1)}; {first['interval']}. float32 on "
-            f"{first['threads']} threads ({first['cpu_capability']}); the step count is set from the loop's timed s/step "
-            f"so that the cosine decay ends with the budget. Files: `benchmarks/results/*_laptop_budget_<trial>.json`, "
-            f"newest {Path(trials[-1]['file']).name}.")
+            f"\n\nn = {first['n']:,} digits per row, every row from the same x_T, x̂₀ clipped: heun10-lambda for ε, "
+            f"flow-heun10 for the flow; real-data floor FID {_measure(first['floor']['fid'], 1)}; {first['interval']}. "
+            f"float32 on {first['threads']} threads ({first['cpu_capability']}). Training minutes: \"CPU\" trials ran "
+            f"until the process clock (CPU time over the threads) had used the budget, the cosine decay following it; "
+            f"\"wall\" trials (the first two) had their step count set from a 15-step timing and overran. "
+            f"Files: `benchmarks/results/*_laptop_budget_<trial>.json`, newest {Path(trials[-1]['file']).name}.")
+
+
+@readme_table("guidance-headline", command="python benchmarks/guidance_headline.py")
+def guidance_headline_table(current: str) -> str:
+    """Notebook 4's shipped conditional U-Net at the headline n (benchmarks/guidance_headline.py): per guidance
+    weight, the share of the requested digit, FID beside the floor, and the target of issue 26."""
+    result = latest_result("guidance_headline")
+    target, floor = result["target"], result["floor"]
+    digits = {key: d for key, _, d in QUALITY_COLUMNS}
+    first = result["weights"][0]
+    rows = []
+    for row in result["rows"]:
+        share, report = row["requested_share"], row["report"]
+        paired = row.get(f"paired_with_w{first:g}")
+        rows.append([f"{row['w']:g}", f"{share['value']:.1%} [{share['low']:.1%}, {share['high']:.1%}]",
+                     _measure(report["fid"], digits["fid"]), _times_floor(report, floor),
+                     _measure(report["precision"], digits["precision"]), _measure(report["recall"], digits["recall"]),
+                     "" if paired is None else f"{paired['value']:+.1f} [{paired['low']:+.1f}, {paired['high']:+.1f}]",
+                     "met" if row["meets_target"] else "missed", f"{row['sample_seconds']:.0f}"])
+    header = ["w", "requested digit [95 % Wilson]", "FID [95 %]", "× floor", "precision [95 %]", "recall [95 %]",
+              f"FID − w = {first:g}'s, paired [95 %]", "target", "drawing seconds"]
+    return (_markdown_rows(header, rows) +
+            f"\n\n`checkpoints/{result['checkpoint']}` ({result['checkpoint_steps']:,} steps), n = {result['n']:,} digits per w "
+            f"asking for 0..9 in turn, {result['sampler']} (x̂₀ clipped), every w from the same x_T; real-data floor "
+            f"FID {_measure(floor['fid'], 1)}; {result['interval']}. Target: at least {target['requested_share']:.0%} the "
+            f"requested digit at FID at most {target['times_floor']:g}× the floor. {result['hardware']['cpu_cores']} cores, "
+            f"{result['hardware']['cpu']}. File: `benchmarks/results/{Path(result['file']).name}`.")
 
 
 # ---------------------------------------------------------------------------------------------
