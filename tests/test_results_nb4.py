@@ -1,0 +1,48 @@
+"""The lab report's claims about notebook 4's guidance at the headline n (benchmarks/guidance_headline.py) against the
+committed result file: a re-run that changes a verdict fails here, naming the sentence to rewrite."""
+
+from pathlib import Path
+
+import pytest
+
+from notebook_support.results import latest_result
+
+RESULTS_TEXT = " ".join((Path(__file__).resolve().parent.parent / "RESULTS.md").read_text(encoding="utf-8").split())
+
+
+@pytest.fixture(scope="module")
+def sweep() -> dict:
+    result = latest_result("guidance_headline")
+    assert result["n"] == 2000 and result["weights"] == [1.0, 1.5, 2.0, 3.0]
+    return {row["w"]: row | {"floor": result["floor"]} for row in result["rows"]}
+
+
+def _fid(row: dict) -> float:
+    return row["report"]["fid"]["value"]
+
+
+def test_w_1_5_meets_the_target_and_ties_w_1s_fid(sweep):
+    """'met by the shipped model at w = 1.5, with 99.4 % [99.0 %, 99.7 %] requested digits at FID 17.5 = 2.7x, a tie
+    with w = 1's FID (paired -3.4 [-7.8, +0.9]) where w = 1 draws 96.0 %'."""
+    chosen, plain = sweep[1.5], sweep[1.0]
+    share, floor = chosen["requested_share"], chosen["floor"]["fid"]["value"]
+    assert share["value"] >= 0.99 and _fid(chosen) <= 3 * floor and chosen["meets_target"]
+    assert plain["requested_share"]["high"] < 0.99 and not plain["meets_target"]
+    paired = chosen["paired_with_w1"]
+    assert paired["low"] < 0 < paired["high"]
+    text = (f"w = 1.5, with {share['value']:.1%} [{share['low']:.1%}, {share['high']:.1%}] requested digits at FID "
+            f"{_fid(chosen):.1f} = {_fid(chosen) / floor:.1f}×, a tie with w = 1's FID (paired {paired['value']:.1f} "
+            f"[{paired['low']:.1f}, {paired['high']:+.1f}]) where w = 1 draws {plain['requested_share']['value']:.1%}")
+    assert text.replace("%", " %").replace("-", "−") in RESULTS_TEXT
+
+
+def test_stronger_guidance_pays_for_the_last_percent_with_fid_and_coverage(sweep):
+    """'w = 2 ... reaches 99.9 % but at FID 36.8 = 5.7x, and w = 3 76.0: ... recall falls from 0.896 at w = 1 to 0.635
+    at w = 3'."""
+    floor = sweep[2.0]["floor"]["fid"]["value"]
+    assert sweep[2.0]["paired_with_w1"]["low"] > 0 and sweep[3.0]["paired_with_w1"]["low"] > sweep[2.0]["paired_with_w1"]["high"]
+    recalls = [sweep[w]["report"]["recall"]["value"] for w in (1.0, 1.5, 2.0, 3.0)]
+    assert recalls == sorted(recalls, reverse=True)
+    assert (f"reaches {sweep[2.0]['requested_share']['value']:.1%} but at FID {_fid(sweep[2.0]):.1f} = "
+            f"{_fid(sweep[2.0]) / floor:.1f}×, and w = 3 {_fid(sweep[3.0]):.1f}").replace("%", " %") in RESULTS_TEXT
+    assert f"recall falls from {recalls[0]:.3f} at w = 1 to {recalls[-1]:.3f} at w = 3" in RESULTS_TEXT
