@@ -7,10 +7,10 @@
     python benchmarks/laptop_budget.py --name base --sigma-rels 0.05 0.1 0.2 --posthoc 0.1 0.15 --n 2000
 
 The budget is CPU time, not steps: the loop trains until the process clock (time.process_time() over the
-torch threads; on an idle machine it is the wall time; run it alone, since a busy machine still costs it steps)
-has used --minutes, and the cosine lr decay follows the
-fraction of the budget used, so it ends at 0 with the budget whatever the machine's speed. --set prediction=
-x0 | v | flow trains notebook 5's objectives (lessons.prediction.PredictionTrainer).
+torch threads; on an idle machine it is the wall time; run it alone, since a busy machine still costs it
+steps) has used --minutes, and the cosine lr decay follows the fraction of the budget used, so it ends at 0
+with the budget whatever the machine's speed. --set prediction=x0 | v | flow trains notebook 5's objectives
+(lessons.prediction.PredictionTrainer).
 
 Besides the recipe's EMA (a fixed decay with warm-up), the loop keeps power-function EMAs (Karras et al.
 2024, "Analyzing and improving the training dynamics of diffusion models", section 3): after n updates
@@ -20,11 +20,12 @@ sigma_rel, however long the run is. Every average of the one run draws n digits 
 notebook 5's Heun-10), and is measured beside the real-data floor and paired with the recipe's EMA (the FID
 difference bootstrapped over the shared digits). `--posthoc S` rebuilds, after training, the power EMA of
 width S from evenly spaced snapshots of the narrowest and widest tracked EMAs alone (post-hoc EMA, the
-paper's section 3.2), twice: with the paper's least squares on each update's weight, whose signed mix may
-weigh the run's noisy iterates with cancelling large coefficients, and with non-negative coefficients, a
-true average of the iterates. A tracked width rebuilt from the others checks the method: the file records
-how far each rebuilt average lies from the tracked one. One result file, laptop_budget_<name>; the EMA
-weights go to checkpoints/cache/. A run is not resumable: it is one trial of --minutes.
+paper's section 3.2), twice, the coefficients held to sum to one: with the paper's least squares on each
+update's weight, whose signed mix may weigh the run's iterates with cancelling coefficients, and with
+non-negative coefficients, a true average of the iterates. A tracked width rebuilt from the others checks
+the method: the file records how far each rebuilt average lies from the tracked one. One result file,
+laptop_budget_<name>; the EMA weights go to checkpoints/cache/. A run is not resumable: it is one trial of
+--minutes.
 """
 
 from __future__ import annotations
@@ -134,7 +135,8 @@ def posthoc_coefficients(snapshots: list[tuple[float, int]], gamma: float, total
     """Post-hoc EMA (Karras et al. 2024, section 3.2): the mix of stored averages -- (gamma_i, t_i), power EMAs
     saved at update t_i -- whose weights over the updates come closest, in least squares, to a power EMA of
     exponent `gamma` at update `total`, with coefficients that sum to 1 (the mix's weights then do); with
-    `nonnegative`, every coefficient >= 0 too, so that the mix is itself an average of the iterates. Returns (coefficients (S,), the relative residual of the weights)."""
+    `nonnegative`, every coefficient >= 0 too, so that the mix is itself an average of the iterates. Returns
+    (coefficients (S,), the relative residual of the weights)."""
     basis = np.stack([power_ema_weights(g, t, total) for g, t in snapshots], axis=1)   # (total, S)
     target = power_ema_weights(gamma, total, total)                                    # (total,)
     # every column sums to 1, so the coefficients' sum is the mix's total weight: one heavy row holds it at 1,
@@ -163,6 +165,7 @@ class ManyEMATrainer(PredictionTrainer):
         self.snapshot_every = max(1, self.num_steps // num_snapshots)
         self.snapshots = []                                    # (sigma_rel, gamma, update t, state_dict)
         self.snapshot_rounds = 0
+        self.started = None                                    # the process clock when a budget run began
         self.budget_used = 0.0                                 # the fraction of budget_seconds used so far
         self.decay_from = None                                 # the fraction used when the warm-up ended
 
