@@ -738,6 +738,33 @@ def cpu_speed_logs_table(current: str) -> str:
 
 # --- RESULTS.md: notebook 4 ---
 
+@readme_table("guidance-headline", command="python benchmarks/guidance_headline.py")
+def guidance_headline_table(current: str) -> str:
+    """Notebook 4's shipped conditional U-Net at the headline n (benchmarks/guidance_headline.py): per guidance
+    weight, the share of the requested digit, FID beside the floor, and the target of issue 26."""
+    result = latest_result("guidance_headline")
+    target, floor = result["target"], result["floor"]
+    digits = {key: d for key, _, d in QUALITY_COLUMNS}
+    first = result["weights"][0]
+    rows = []
+    for row in result["rows"]:
+        share, report = row["requested_share"], row["report"]
+        paired = row.get(f"paired_with_w{first:g}")
+        rows.append([f"{row['w']:g}", f"{share['value']:.1%} [{share['low']:.1%}, {share['high']:.1%}]",
+                     _measure(report["fid"], digits["fid"]), _times_floor(report, floor),
+                     _measure(report["precision"], digits["precision"]), _measure(report["recall"], digits["recall"]),
+                     "" if paired is None else f"{paired['value']:+.1f} [{paired['low']:+.1f}, {paired['high']:+.1f}]",
+                     "met" if row["meets_target"] else "missed", f"{row['sample_seconds']:.0f}"])
+    header = ["w", "requested digit [95 % Wilson]", "FID [95 %]", "× floor", "precision [95 %]", "recall [95 %]",
+              f"FID − w = {first:g}'s, paired [95 %]", "target", "drawing seconds"]
+    return (_markdown_rows(header, rows) +
+            f"\n\n`checkpoints/{result['checkpoint']}` ({result['checkpoint_steps']:,} steps), n = {result['n']:,} digits per w "
+            f"asking for 0..9 in turn, {result['sampler']} (x̂₀ clipped), every w from the same x_T; real-data floor "
+            f"FID {_measure(floor['fid'], 1)}; {result['interval']}. Target: at least {target['requested_share']:.0%} the "
+            f"requested digit at FID at most {target['times_floor']:g}× the floor. {result['hardware']['cpu_cores']} cores, "
+            f"{result['hardware']['cpu']}. File: `benchmarks/results/{Path(result['file']).name}`.")
+
+
 # --- RESULTS.md: notebook 5 ---
 
 @readme_table("bake-off-steps", command="python benchmarks/what_to_predict.py run --variant flow --steps N "
@@ -852,33 +879,6 @@ def laptop_budget_table(current: str) -> str:
             f"until the process clock (CPU time over the threads) had used the budget, the cosine decay following it; "
             f"\"wall\" trials (the first two) had their step count set from a 15-step timing and overran. "
             f"Files: `benchmarks/results/*_laptop_budget_<trial>.json`, newest {Path(trials[-1]['file']).name}.")
-
-
-@readme_table("guidance-headline", command="python benchmarks/guidance_headline.py")
-def guidance_headline_table(current: str) -> str:
-    """Notebook 4's shipped conditional U-Net at the headline n (benchmarks/guidance_headline.py): per guidance
-    weight, the share of the requested digit, FID beside the floor, and the target of issue 26."""
-    result = latest_result("guidance_headline")
-    target, floor = result["target"], result["floor"]
-    digits = {key: d for key, _, d in QUALITY_COLUMNS}
-    first = result["weights"][0]
-    rows = []
-    for row in result["rows"]:
-        share, report = row["requested_share"], row["report"]
-        paired = row.get(f"paired_with_w{first:g}")
-        rows.append([f"{row['w']:g}", f"{share['value']:.1%} [{share['low']:.1%}, {share['high']:.1%}]",
-                     _measure(report["fid"], digits["fid"]), _times_floor(report, floor),
-                     _measure(report["precision"], digits["precision"]), _measure(report["recall"], digits["recall"]),
-                     "" if paired is None else f"{paired['value']:+.1f} [{paired['low']:+.1f}, {paired['high']:+.1f}]",
-                     "met" if row["meets_target"] else "missed", f"{row['sample_seconds']:.0f}"])
-    header = ["w", "requested digit [95 % Wilson]", "FID [95 %]", "× floor", "precision [95 %]", "recall [95 %]",
-              f"FID − w = {first:g}'s, paired [95 %]", "target", "drawing seconds"]
-    return (_markdown_rows(header, rows) +
-            f"\n\n`checkpoints/{result['checkpoint']}` ({result['checkpoint_steps']:,} steps), n = {result['n']:,} digits per w "
-            f"asking for 0..9 in turn, {result['sampler']} (x̂₀ clipped), every w from the same x_T; real-data floor "
-            f"FID {_measure(floor['fid'], 1)}; {result['interval']}. Target: at least {target['requested_share']:.0%} the "
-            f"requested digit at FID at most {target['times_floor']:g}× the floor. {result['hardware']['cpu_cores']} cores, "
-            f"{result['hardware']['cpu']}. File: `benchmarks/results/{Path(result['file']).name}`.")
 
 
 # ---------------------------------------------------------------------------------------------
