@@ -82,16 +82,16 @@ def test_the_flow_beats_eps_at_the_same_width_and_cpu_time_and_still_misses_4x(t
 def test_the_length_of_the_average_is_a_small_lever(trials):
     """'sigma_rel 0.05 beats the recipe's EMA in the first two trials (paired -3.3 and -1.3) and sigma_rel 0.2 is far
     worse (+33.0); in the process-clock trials every power EMA from sigma_rel 0.02 to 0.1 lies within 1.0 FID of the
-    recipe's EMA, paired (the flow's all ties)'."""
+    recipe's EMA, paired'."""
     for name in ("fp32-15min", "wide7-fp32-15min"):
         assert trials[name]["power-0.05"]["paired_with_recipe_ema"]["high"] < 0, name
     assert trials["fp32-15min"]["power-0.2"]["paired_with_recipe_ema"]["low"] > 20
-    for name in ("wide7-flow-fp32-15min", "wide7-eps-fp32-15min"):
+    on_clock = [name for name, trial in trials.items() if "budget_clock" in trial["trial"]]
+    assert len(on_clock) >= 4
+    for name in on_clock:
         powers = [row for label, row in trials[name].items() if label.startswith("power-")]
-        assert len(powers) == 3 and all(abs(row["paired_with_recipe_ema"]["value"]) < 1.0 for row in powers), name
-    assert all(row["paired_with_recipe_ema"]["low"] < 0 < row["paired_with_recipe_ema"]["high"]
-               for label, row in trials["wide7-flow-fp32-15min"].items() if label.startswith("power-"))
-    assert "lies within 1.0 FID of the recipe's EMA, paired (the flow's all ties)" in RESULTS_TEXT
+        assert len(powers) >= 2 and all(abs(row["paired_with_recipe_ema"]["value"]) < 1.0 for row in powers), name
+    assert "to 0.1 lies within 1.0 FID of the recipe's EMA, paired." in RESULTS_TEXT
 
 
 def test_posthoc_ema_rebuilds_a_tracked_width_when_its_mix_sums_to_one(trials):
@@ -154,3 +154,20 @@ def test_the_first_checks_gain_is_the_one_percent_scale_alone(trials):
             f"({_fid(rows[1.02])['value']:.1f}, {paired[1.02]['value']:.1f}) and by 0.99 raises it "
             f"({paired[0.99]['value']:+.1f})")
     assert text.replace("-", "−") in RESULTS_TEXT
+
+
+def test_a_second_seed_of_the_flow_differs_by_about_an_interval_and_keeps_the_verdicts(trials):
+    """'A second training seed of the flow draws FID 58.9 (9.1x, 1,869 steps): ... both stay far better than eps
+    (intervals apart) and far above the issue's 4x (26.0)'."""
+    seed0, seed1, eps = (trials[n] for n in ("wide7-flow-fp32-15min", "wide7-flow-fp32-15min-seed1",
+                                             "wide7-eps-fp32-15min"))
+    assert (seed0["trial"]["config"]["seed"], seed1["trial"]["config"]["seed"]) == (0, 1)
+    floor = seed1["trial"]["floor"]["fid"]["value"]
+    for flow in (seed0, seed1):
+        assert _fid(flow["recipe"])["high"] < _fid(eps["recipe"])["low"] and _fid(flow["recipe"])["low"] > 4 * floor
+    gap = abs(_fid(seed1["recipe"])["value"] - _fid(seed0["recipe"])["value"])
+    width = _fid(seed0["recipe"])["high"] - _fid(seed0["recipe"])["low"]
+    assert 0.5 * width < gap < 1.5 * width                                    # about one interval's width
+    assert (f"draws FID {_fid(seed1['recipe'])['value']:.1f} ({_fid(seed1['recipe'])['value'] / floor:.1f}×, "
+            f"{seed1['trial']['steps']:,} steps)") in RESULTS_TEXT
+    assert f"far above the issue's 4× ({4 * floor:.1f})" in RESULTS_TEXT
