@@ -171,3 +171,18 @@ def test_a_second_seed_of_the_flow_differs_by_about_an_interval_and_keeps_the_ve
     assert (f"draws FID {_fid(seed1['recipe'])['value']:.1f} ({_fid(seed1['recipe'])['value'] / floor:.1f}×, "
             f"{seed1['trial']['steps']:,} steps)") in RESULTS_TEXT
     assert f"far above the issue's 4× ({4 * floor:.1f})" in RESULTS_TEXT
+
+
+def test_the_flow_gains_from_enlarged_weights_too_but_less():
+    """'The flow's tracked 0.05 (wide7-flow-fp32-15min) gains too, less: x1.02 draws FID 43.4 (6.7x, paired -6.6),
+    x1.01 -4.2, x0.99 +7.8'."""
+    eps = {r["scale"]: r for r in latest_result("weight_scale_probe_wide7-fp32-15min_power-0p05")["rows"]}
+    probe = latest_result("weight_scale_probe_wide7-flow-fp32-15min_power-0p05")
+    rows, floor = {r["scale"]: r for r in probe["rows"]}, probe["floor"]["fid"]["value"]
+    assert probe["prediction"] == "flow" and set(rows) == {0.99, 1.0, 1.01, 1.02}
+    paired = {scale: row["paired_with_unscaled"] for scale, row in rows.items() if scale != 1.0}
+    assert paired[1.02]["high"] < paired[1.01]["low"] and paired[1.01]["high"] < 0 < paired[0.99]["low"]
+    assert paired[1.02]["value"] > eps[1.02]["paired_with_unscaled"]["value"]           # less than eps's gain
+    text = (f"×1.02 draws FID {_fid(rows[1.02])['value']:.1f} ({_fid(rows[1.02])['value'] / floor:.1f}×, paired "
+            f"{paired[1.02]['value']:.1f}), ×1.01 {paired[1.01]['value']:.1f}, ×0.99 {paired[0.99]['value']:+.1f}")
+    assert text.replace("-", "−") in RESULTS_TEXT
