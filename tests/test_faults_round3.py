@@ -364,6 +364,9 @@ def test_a_model_with_per_image_state_is_given_each_chunks_share(tmp_path, monke
     ("what_to_predict.py", ["run", "--variant", "eps", "--samplers", "ddim20", "--paired-with", "ddim50"],
      "--paired-with ddim50: name it in --samplers too"),
     ("throughput.py", ["--timed-steps", "0"], "argument --timed-steps: must be an int >= 1"),
+    ("laptop_budget.py", ["--name", "x", "--minutes", "0"], "--minutes must lie in (0, 120], got 0.0"),
+    ("guidance_headline.py", ["--weights", "1", "nan"], "--weights: w must be a finite number, got nan"),
+    ("weight_scale_probe.py", ["--trial", "x", "--ema", "y", "--scales", "3"], "--scales must lie in [0.5, 2]"),
 ])
 def test_benchmark_arguments_are_checked_before_any_work(script, arguments, match):
     result = subprocess.run([sys.executable, str(PROJECT_ROOT / "benchmarks" / script), *arguments],
