@@ -81,17 +81,17 @@ def test_the_flow_beats_eps_at_the_same_width_and_cpu_time_and_still_misses_4x(t
 
 def test_the_length_of_the_average_is_a_small_lever(trials):
     """'sigma_rel 0.05 beats the recipe's EMA in the first two trials (paired -3.3 and -1.3) and sigma_rel 0.2 is far
-    worse (+33.0); in the process-clock trials every power EMA from sigma_rel 0.02 to 0.1 lies within 1.0 FID of the
+    worse (+33.0); in the process-clock trials every power EMA from sigma_rel 0.02 to 0.1 lies within 1.1 FID of the
     recipe's EMA, paired'."""
     for name in ("fp32-15min", "wide7-fp32-15min"):
         assert trials[name]["power-0.05"]["paired_with_recipe_ema"]["high"] < 0, name
     assert trials["fp32-15min"]["power-0.2"]["paired_with_recipe_ema"]["low"] > 20
     on_clock = [name for name, trial in trials.items() if "budget_clock" in trial["trial"]]
     assert len(on_clock) >= 4
-    for name in on_clock:
-        powers = [row for label, row in trials[name].items() if label.startswith("power-")]
-        assert len(powers) >= 2 and all(abs(row["paired_with_recipe_ema"]["value"]) < 1.0 for row in powers), name
-    assert "to 0.1 lies within 1.0 FID of the recipe's EMA, paired." in RESULTS_TEXT
+    gaps = [abs(row["paired_with_recipe_ema"]["value"]) for name in on_clock
+            for label, row in trials[name].items() if label.startswith("power-")]
+    assert len(gaps) >= 2 * len(on_clock) and max(gaps) < 1.5
+    assert f"to 0.1 lies within {max(gaps):.1f} FID of the recipe's EMA, paired." in RESULTS_TEXT
 
 
 def test_posthoc_ema_rebuilds_a_tracked_width_when_its_mix_sums_to_one(trials):
@@ -186,3 +186,16 @@ def test_the_flow_gains_from_enlarged_weights_too_but_less():
     text = (f"×1.02 draws FID {_fid(rows[1.02])['value']:.1f} ({_fid(rows[1.02])['value'] / floor:.1f}×, paired "
             f"{paired[1.02]['value']:.1f}), ×1.01 {paired[1.01]['value']:.1f}, ×0.99 {paired[0.99]['value']:+.1f}")
     assert text.replace("-", "−") in RESULTS_TEXT
+
+
+def test_twice_the_peak_lr_is_no_better(trials):
+    """'Twice the peak lr (8e-3) draws FID 62.3 (9.6x), no better than 4e-3 (seed 0 49.8, intervals just apart; seed 1
+    58.9)'."""
+    high, seed0, seed1 = (trials[n] for n in ("wide7-flow-lr8e-3-fp32-15min", "wide7-flow-fp32-15min",
+                                             "wide7-flow-fp32-15min-seed1"))
+    assert (high["trial"]["config"]["lr"], seed0["trial"]["config"]["lr"]) == (8e-3, 4e-3)
+    assert _fid(high["recipe"])["low"] > _fid(seed0["recipe"])["high"]
+    assert _fid(high["recipe"])["low"] < _fid(seed1["recipe"])["value"] < _fid(high["recipe"])["high"]
+    floor = high["trial"]["floor"]["fid"]["value"]
+    assert (f"draws FID {_fid(high['recipe'])['value']:.1f} ({_fid(high['recipe'])['value'] / floor:.1f}×), no better "
+            f"than 4e-3 (seed 0 {_fid(seed0['recipe'])['value']:.1f}") in RESULTS_TEXT
