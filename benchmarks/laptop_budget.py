@@ -292,17 +292,15 @@ def main() -> None:
     rebuilt = {}                                                             # label -> (model, how it was mixed)
     for width in args.posthoc:
         for nonnegative, suffix in ((False, ""), (True, "-nonneg")):
-            rebuilt[f"posthoc-{width:g}{suffix}"] = trainer.posthoc_model(
-                width, (min(args.sigma_rels), max(args.sigma_rels)), nonnegative=nonnegative)
-    for label, (rebuilt_model, mix) in rebuilt.items():                     # a tracked width rebuilt: how close?
-        width = float(label.split("-")[1])
-        if width in trainer.power_emas:
-            others = [s for s in trainer.power_emas if s != width]
-            nearest = min(others, key=lambda s: abs(s - width))
-            mix["distance_to_tracked"] = parameter_distance(rebuilt_model, trainer.power_emas[width].model)
-            mix["tracked_distance_to_nearest_width"] = parameter_distance(trainer.power_emas[width].model,
-                                                                          trainer.power_emas[nearest].model)
-            mix["nearest_width"] = nearest
+            rebuilt_model, mix = trainer.posthoc_model(width, (min(args.sigma_rels), max(args.sigma_rels)),
+                                                       nonnegative=nonnegative)
+            if width in trainer.power_emas:                                  # a tracked width rebuilt: how close?
+                tracked = trainer.power_emas[width].model
+                nearest = min((s for s in trainer.power_emas if s != width), key=lambda s: abs(s - width))
+                mix.update(distance_to_tracked=parameter_distance(rebuilt_model, tracked), nearest_width=nearest,
+                           tracked_distance_to_nearest_width=parameter_distance(tracked,
+                                                                                trainer.power_emas[nearest].model))
+            rebuilt[f"posthoc-{width:g}{suffix}"] = (rebuilt_model, mix)
     emas.update({label: model for label, (model, _) in rebuilt.items()})
     print(f"trained {trainer.num_steps} steps: {wall / 60:.1f} min wall, {cpu / torch.get_num_threads() / 60:.1f} "
           f"CPU-min per thread, final loss {np.mean(losses[-100:]):.4f}", flush=True)

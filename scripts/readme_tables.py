@@ -870,14 +870,17 @@ def laptop_budget_table(current: str) -> str:
                          _measure(report["precision"], digits["precision"]), _measure(report["recall"], digits["recall"]),
                          "" if paired is None else f"{paired['value']:+.1f} [{paired['low']:+.1f}, {paired['high']:+.1f}]"])
     first = trials[0]
+    samplers = {trial.get("prediction", "eps"): trial["sampler"] for trial in trials}
+    on_wall = sum("budget_clock" not in trial for trial in trials)
     header = ["trial: changes to the recipe", "objective", "steps", "training minutes / budget", "weights",
               "FID [95 %]", "× floor", "precision [95 %]", "recall [95 %]", "FID − recipe EMA's, paired [95 %]"]
     return (_markdown_rows(header, rows) +
-            f"\n\nn = {first['n']:,} digits per row, every row from the same x_T, x̂₀ clipped: heun10-lambda for ε, "
-            f"flow-heun10 for the flow; real-data floor FID {_measure(first['floor']['fid'], 1)}; {first['interval']}. "
+            f"\n\nn = {first['n']:,} digits per row, every row from the same x_T, x̂₀ clipped: "
+            + ", ".join(f"{sampler} for {objective}" for objective, sampler in sorted(samplers.items())) +
+            f"; real-data floor FID {_measure(first['floor']['fid'], 1)}; {first['interval']}. "
             f"float32 on {first['threads']} threads ({first['cpu_capability']}). Training minutes: \"CPU\" trials ran "
             f"until the process clock (CPU time over the threads) had used the budget, the cosine decay following it; "
-            f"\"wall\" trials (the first two) had their step count set from a 15-step timing and overran. "
+            f"\"wall\" trials (the first {on_wall}) had their step count set from a 15-step timing and overran. "
             f"Files: `benchmarks/results/*_laptop_budget_<trial>.json`, newest {Path(trials[-1]['file']).name}.")
 
 
