@@ -44,10 +44,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import diffusion_utils as du  # noqa: E402
 import quality  # noqa: E402  benchmarks/quality.py: chunked, paired drawing
 from laptop_recipe import set_key  # noqa: E402
-from lessons.mlp import EMA  # noqa: E402
 from lessons.prediction import (BAKE_OFF_SAMPLERS, AsEps, PredictionTrainer, train_prediction,  # noqa: E402
                                 variant_config)
-from lessons.unet import UNet  # noqa: E402
+from lessons.unet import (PowerEMA, UNet, gamma_of_sigma_rel, posthoc_coefficients,  # noqa: E402, F401
+                          power_ema_weights)   # notebook 3's post-hoc EMA (tests use power_ema_weights here)
 from notebook_support.checkpoints import validate_config  # noqa: E402
 from notebook_support.checks import DIGIT_COUNT, int_at_least  # noqa: E402
 from notebook_support.data import mnist_tensor  # noqa: E402
@@ -70,39 +70,6 @@ def cpu_seconds() -> float:
     runs with the wall clock. Another job on the machine does not advance it, but it still costs steps: torch's
     threads wait for the one that lost its core by spinning, and the spinning is charged."""
     return time.process_time() / torch.get_num_threads()
-
-
-def gamma_of_sigma_rel(sigma_rel: float) -> float:
-    """The exponent gamma of the power-function EMA whose averaging profile (weights ~ t^gamma over the
-    run so far) has relative standard deviation sigma_rel: the root of
-    sigma_rel^2 = (gamma + 1) / ((gamma + 2)^2 (gamma + 3)) (Karras et al. 2024, Eq. 3)."""
-    if not 0 < sigma_rel < 12 ** -0.5:              # gamma = 0 (a plain running mean) has sigma_rel 0.289
-        raise ValueError(f"sigma_rel must lie in (0, {12 ** -0.5:.3f}), got {sigma_rel!r}")
-    t = sigma_rel ** -2                             # (g + 2)^2 (g + 3) - t (g + 1) = 0, a cubic in g
-    roots = np.roots([1, 7, 16 - t, 12 - t])
-    return float(max(r.real for r in roots if abs(r.imag) < 1e-9))
-
-
-class PowerEMA(EMA):
-    """Notebook 2's EMA with the power-function decay (1 - 1/n)^(gamma + 1) after n updates: the
-    average's width grows with the run, a fixed fraction sigma_rel of it."""
-
-    def __init__(self, model, sigma_rel: float):
-        super().__init__(model, decay=0.0, warmup=False)
-        self.sigma_rel, self.gamma = sigma_rel, gamma_of_sigma_rel(sigma_rel)
-
-    def current_decay(self) -> float:
-        n = self.num_updates + 1                        # this update's number: the first copies the weights
-        return (1 - 1 / n) ** (self.gamma + 1)
-
-
-def power_ema_weights(gamma: float, t: int, total: int) -> np.ndarray:
-    """The weight of each update 1..total in a power-function EMA of exponent gamma after t updates (0 after t):
-    update k enters with 1 - beta_k and is then multiplied by every later beta_j. (total,) float64, sums to 1."""
-    k = np.arange(1, t + 1)
-    beta = (1 - 1 / k) ** (gamma + 1)                                        # (t,) beta_1 = 0: a copy
-    later = np.append(np.cumprod(beta[:0:-1])[::-1], 1.0)                    # (t,) prod of beta_j for j > k
-    return np.concatenate([(1 - beta) * later, np.zeros(total - t)])
 
 
 def nonnegative_least_squares(matrix: np.ndarray, target: np.ndarray, tolerance: float = 1e-12) -> np.ndarray:
@@ -128,24 +95,6 @@ def nonnegative_least_squares(matrix: np.ndarray, target: np.ndarray, tolerance:
             free &= x > tolerance
             x[~free] = 0.0
     return x
-
-
-def posthoc_coefficients(snapshots: list[tuple[float, int]], gamma: float, total: int, *,
-                         nonnegative: bool = False) -> tuple[np.ndarray, float]:
-    """Post-hoc EMA (Karras et al. 2024, section 3.2): the mix of stored averages -- (gamma_i, t_i), power EMAs
-    saved at update t_i -- whose weights over the updates come closest, in least squares, to a power EMA of
-    exponent `gamma` at update `total`, with coefficients that sum to 1 (the mix's weights then do); with
-    `nonnegative`, every coefficient >= 0 too, so that the mix is itself an average of the iterates. Returns
-    (coefficients (S,), the relative residual of the weights)."""
-    basis = np.stack([power_ema_weights(g, t, total) for g, t in snapshots], axis=1)   # (total, S)
-    target = power_ema_weights(gamma, total, total)                                    # (total,)
-    # every column sums to 1, so the coefficients' sum is the mix's total weight: one heavy row holds it at 1,
-    # else the fit scales a broad mix up to reach a narrow target's peak and the weights grow with it
-    heavy = 1e3 * np.linalg.norm(target)
-    system, wanted = np.vstack([basis, np.full((1, basis.shape[1]), heavy)]), np.append(target, heavy)
-    coefficients = (nonnegative_least_squares(system, wanted) if nonnegative
-                    else np.linalg.lstsq(system, wanted, rcond=None)[0])
-    return coefficients, float(np.linalg.norm(basis @ coefficients - target) / np.linalg.norm(target))
 
 
 class ManyEMATrainer(PredictionTrainer):
@@ -226,7 +175,8 @@ class ManyEMATrainer(PredictionTrainer):
         `from_sigma_rels` alone (with `nonnegative`, non-negative coefficients); and what the mix is."""
         used = [s for s in self.snapshots if s[0] in from_sigma_rels]
         coefficients, residual = posthoc_coefficients([(g, t) for _, g, t, _ in used], gamma_of_sigma_rel(sigma_rel),
-                                                      self.num_steps, nonnegative=nonnegative)
+                                                      self.num_steps,
+                                                      solve=nonnegative_least_squares if nonnegative else None)
         model = copy.deepcopy(self.ema.model)
         model.load_state_dict({key: sum(float(c) * state[key].double() for c, (*_, state) in zip(coefficients, used))
                                .to(value.dtype) for key, value in model.state_dict().items()})

@@ -10,6 +10,7 @@ targets of 5_what_to_predict.ipynb, then measured at the series' headline n. Run
     python benchmarks/what_to_predict.py run --variant flow --bf16 --steps 2000 --samplers flow-heun10   # native bf16
     python benchmarks/what_to_predict.py run --variant flow --flow-time logit-normal --samplers flow-heun10
     python benchmarks/what_to_predict.py run --variant eps --samplers ddim50 heun10-lambda --paired-with ddim50
+    python benchmarks/what_to_predict.py laptop                         # the laptop recipe: time, train, measure
 
 `run` trains the notebook's BAKE_OFF_CONFIG for one prediction (lessons.prediction.variant_config)
 with the notebook's own loop (train_prediction), saving checkpoints/predict_<variant>.pt for seed 0
@@ -31,6 +32,12 @@ its files named predict-bf16-steps<N>_... (or predict-bf16_... at the bake-off's
 `--flow-time logit-normal` trains the flow with Stable Diffusion 3's tau ~ sigmoid(N(0, 1)) instead of the
 bake-off's uniform tau (the config's flow_time_sampling): a probe too, its files named predict-logit-normal_...
 
+`laptop` makes notebook 5's laptop recipe, the flow of BAKE_OFF_CONFIG with the changes in LAPTOP_FLOW (the
+winner of benchmarks/laptop_budget.py's trials at 15 float32 CPU-minutes): it first times the loop's s/step in
+float32 and, where the CPU computes it natively, under bf16 autocast (machine otherwise idle), then trains
+checkpoints/laptop_flow.pt in float32 (resumable; loaded when it exists), draws n digits with Heun-10 from the
+bake-off's x_T and writes laptop-flow_seed0_flow-heun10 with both timings, the training time and the quality.
+
 `speed` times the loop itself per variant (seconds_per_step after warm-up, as load_or_train's estimate
 does) and writes predict-speed: the budget's CPU-minutes are steps x s/step on an otherwise idle
 machine, while a run's train_seconds is its wall time (longer when something else used the CPU).
@@ -48,8 +55,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import diffusion_utils as du  # noqa: E402
 import quality  # noqa: E402  benchmarks/quality.py: chunked, resumable, paired drawing
-from lessons.prediction import (BAKE_OFF_SAMPLERS, FLOW_TIME_SAMPLINGS, PREDICTIONS, sampling_network,  # noqa: E402
-                                train_prediction, variant_config)
+from lessons.prediction import (BAKE_OFF_SAMPLERS, FLOW_TIME_SAMPLINGS, PREDICTIONS, laptop_flow_config,  # noqa: E402
+                                sampling_network, train_prediction, variant_config)
 from lessons.unet import UNet  # noqa: E402
 from notebook_support.checkpoints import load_checkpoint  # noqa: E402
 from notebook_support.checks import DIGIT_COUNT, int_at_least  # noqa: E402
@@ -157,6 +164,60 @@ def run(args) -> None:
         print(f"{run_name}: {format_quality(report, floor)}\n  -> {out.relative_to(PROJECT_ROOT)}", flush=True)
 
 
+LAPTOP_CHECKPOINT = CHECKPOINT_DIR / "laptop_flow.pt"
+LAPTOP_SAMPLER = "flow-heun10"
+
+
+def laptop_config() -> dict:
+    """Notebook 5's laptop recipe, made as the notebook makes it: BAKE_OFF_CONFIG's flow with LAPTOP_FLOW."""
+    return laptop_flow_config(notebook_config(NOTEBOOK, "BAKE_OFF_CONFIG"), notebook_config(NOTEBOOK, "LAPTOP_FLOW"))
+
+
+def laptop(args) -> None:
+    config = laptop_config()
+    if config["bf16"]:
+        raise SystemExit("LAPTOP_FLOW is the float32 recipe: its checkpoint is trained with bf16 False")
+    data = mnist_tensor()[0]                                                  # (60000, 1, 28, 28) in [-1, 1]
+    schedule = du.DiffusionSchedule(num_timesteps=config["num_timesteps"], schedule=config["schedule"])
+    native_bf16, why = choose_bf16("cpu")
+    per_step = {}                                                             # precision -> s/step, before training
+    for precision in ["float32", *(["bfloat16"] if native_bf16 else [])]:
+        torch.manual_seed(0)
+        per_step[precision] = seconds_per_step(
+            UNet(**config["model_kwargs"]), train_prediction, data[:4096], schedule,
+            train_kwargs({**config, "bf16": precision == "bfloat16"}), timed_steps=args.timed_steps)
+        print(f"{precision}: {per_step[precision]:.3f} s/step -> {config['num_steps']} steps = "
+              f"{per_step[precision] * config['num_steps'] / 60:.1f} min", flush=True)
+    if LAPTOP_CHECKPOINT.is_file():
+        model = UNet(**config["model_kwargs"])
+        payload = load_checkpoint(LAPTOP_CHECKPOINT, model, config)
+        model.eval()
+    else:
+        print(f"training {config['num_steps']} steps in float32 -> {LAPTOP_CHECKPOINT.name}", flush=True)
+        model, payload = train_from_config(config, UNet, train_prediction, data, LAPTOP_CHECKPOINT, device="cpu",
+                                           progress=False)
+    print(f"laptop flow: {payload['steps']} steps in {payload['train_seconds'] / 60:.1f} min, final loss "
+          f"{payload['final_loss']:.4f}", flush=True)
+    sampler, kwargs, evaluations, _ = BAKE_OFF_SAMPLERS[LAPTOP_SAMPLER]
+    quality.SAMPLERS[LAPTOP_SAMPLER] = (sampler, kwargs)                      # drawn by quality.py's paired chunks
+    classifier = load_classifier()
+    floor = real_data_floor(args.n, classifier, seed=0)
+    started = time.perf_counter()
+    _, row = quality.draw_and_measure(sampling_network(model, schedule, "flow"), schedule,
+                                      f"laptop-flow-seed0-{LAPTOP_SAMPLER}", args.n, LAPTOP_SAMPLER,
+                                      {"model": LAPTOP_CHECKPOINT.stem}, classifier)
+    result = {"variant": "flow", "train_seed": config["seed"], "sampler": LAPTOP_SAMPLER,
+              "evaluations_per_digit": evaluations, "clip_x0": True, "checkpoint": LAPTOP_CHECKPOINT.name,
+              "parameters": sum(p.numel() for p in model.parameters()), "steps": payload["steps"],
+              "train_seconds": payload["train_seconds"], "train_hardware": payload["hardware"],
+              "train_precision": payload["precision"], "final_loss": payload["final_loss"], "config": payload["config"],
+              "seconds_per_step": per_step, "timed_steps": args.timed_steps, "native_bf16": native_bf16,
+              "bf16_why": why, "sample_seconds": row["sample_seconds"], "report": row["report"], "floor": floor}
+    out = write_result(f"laptop-flow_seed{config['seed']}_{LAPTOP_SAMPLER}", result, n=args.n, seed=0,
+                       seconds=time.perf_counter() - started, interval=row["report"]["interval"])
+    print(f"laptop flow, {LAPTOP_SAMPLER}: {format_quality(row['report'], floor)}\n  -> {out.relative_to(PROJECT_ROOT)}")
+
+
 def seconds_per_step_of_each_target(args) -> None:
     base = notebook_config(NOTEBOOK, "BAKE_OFF_CONFIG")
     data = mnist_tensor()[0][:4096]                                           # (4096, 1, 28, 28): batches only
@@ -197,10 +258,14 @@ def main() -> None:
     p_speed = sub.add_parser("speed")
     p_speed.add_argument("--steps", type=int_at_least(1), default=20,
                          help="timed steps per variant (after 2 warm-up steps)")
+    p_laptop = sub.add_parser("laptop")
+    p_laptop.add_argument("--n", type=DIGIT_COUNT, default=HEADLINE_N, help="digits drawn and measured")
+    p_laptop.add_argument("--timed-steps", type=int_at_least(1), default=20,
+                          help="timed steps per precision (after the warm-up steps)")
     args = parser.parse_args()
     if args.command == "run" and args.paired_with not in (None, *(args.samplers or DEFAULT_SAMPLERS[args.variant])):
         parser.error(f"--paired-with {args.paired_with}: name it in --samplers too")
-    {"run": run, "speed": seconds_per_step_of_each_target}[args.command](args)
+    {"run": run, "speed": seconds_per_step_of_each_target, "laptop": laptop}[args.command](args)
 
 
 if __name__ == "__main__":

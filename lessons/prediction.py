@@ -12,6 +12,7 @@ import torch.nn as nn
 import diffusion_utils as du
 # notebook 3's loop with the laptop recipe (warm-up, cosine lr, min-SNR, bf16), and its sampler
 from lessons.unet import RecipeTrainer, heun, lambda_uniform_grid, ode_sample
+from notebook_support.training import with_changes   # config plumbing, not taught
 
 PREDICTIONS = ("eps", "x0", "v", "flow")   # what the network outputs; "flow" changes the path too
 
@@ -192,6 +193,11 @@ def variant_config(base: dict, prediction: str, seed: int | None = None) -> dict
     if prediction == "flow":
         config["min_snr_gamma"] = None
     return config
+
+
+def laptop_flow_config(base: dict, changes: dict) -> dict:
+    """The laptop recipe: the flow's bake-off config with `changes` (LAPTOP_FLOW) applied."""
+    return with_changes(variant_config(base, "flow"), changes)
 
 
 from notebook_support.checks import check_num_steps, check_sampler_inputs  # input checks, not taught

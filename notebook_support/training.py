@@ -169,6 +169,13 @@ def train_kwargs(config: dict) -> dict:
     return {k: v for k, v in config.items() if k not in ("model", "model_kwargs", "schedule", "num_timesteps")}
 
 
+def with_changes(base: dict, changes: dict) -> dict:
+    """`base` with the keys of `changes` replaced; `changes["model_kwargs"]` replaces the U-Net's
+    keyword arguments one by one, so a recipe names only what it changes (notebook 5's LAPTOP_FLOW).
+    A misspelt key fails where it is used (validate_config, the U-Net, the training function)."""
+    return {**base, **changes, "model_kwargs": {**base["model_kwargs"], **changes.get("model_kwargs", {})}}
+
+
 def choose_bf16(device: torch.device | str) -> tuple[bool, str]:
     """(whether bf16 autocast is native on `device`, why). Where it is not, autocast still runs but
     converts in software, slower than float32 (benchmarks/precision_choice.py measures both), so a

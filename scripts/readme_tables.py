@@ -144,11 +144,12 @@ BAKE_OFF_TARGETS = {"eps": "ε", "x0": "x₀", "v": "v", "flow": "flow velocity"
 BAKE_OFF_CHECKPOINTS = {(f"predict_{p}.pt" if seed == 0 else f"predict_{p}_seed{seed}.pt"):
                         f"notebook 5, predicts {BAKE_OFF_TARGETS[p]}" + (f", training seed {seed}" if seed else "")
                         for p in PREDICTIONS for seed in (0, 1)}
+BAKE_OFF_CHECKPOINTS["laptop_flow.pt"] = "notebook 5, the laptop recipe (LAPTOP_FLOW)"
 
 
 @readme_table("checkpoints", command="python scripts/train_checkpoints.py --out checkpoints "
                                      "(unet_laptop.pt: --only laptop; predict_*.pt: python benchmarks/what_to_predict.py "
-                                     "run --variant V --seed S)")
+                                     "run --variant V --seed S; laptop_flow.pt: python benchmarks/what_to_predict.py laptop)")
 def checkpoints_table(current: str) -> str:
     """The shipped checkpoints: hardware, training time, steps and final loss, read from each file."""
     rows = []
@@ -766,6 +767,33 @@ def guidance_headline_table(current: str) -> str:
 
 
 # --- RESULTS.md: notebook 5 ---
+@readme_table("laptop-flow", command="python benchmarks/what_to_predict.py laptop")
+def laptop_flow_table(current: str) -> str:
+    """Notebook 5's laptop recipe (LAPTOP_FLOW): its training time in float32, its s/step in each precision
+    timed on an idle CPU, and its digits at the headline n beside the real-data floor."""
+    r = latest_result("laptop-flow_seed0_flow-heun10", command="python benchmarks/what_to_predict.py laptop")
+    report, floor, digits = r["report"], r["floor"], {key: d for key, _, d in QUALITY_COLUMNS}
+    per_step = r["seconds_per_step"]
+    timed = "; ".join(f"{precision} {s:.3f} s/step = {s * r['steps'] / 60:.1f} min for {r['steps']:,} steps"
+                      for precision, s in per_step.items())
+    if "bfloat16" not in per_step:
+        timed += f"; bf16 not timed: {r['bf16_why']}"
+    rows = [[f"`{r['checkpoint']}` ({r['parameters'] / 1e6:.2f} M parameters)", f"{r['steps']:,}",
+             f"{r['train_seconds'] / 60:.1f} ({r['train_precision']})",
+             BAKE_OFF_SAMPLER_LABELS.get(r["sampler"], r["sampler"]), _measure(report["fid"], digits["fid"]),
+             _times_floor(report, floor), _measure(report["precision"], digits["precision"]),
+             _measure(report["recall"], digits["recall"])],
+            [f"real digits: {r['n']:,} random training digits (the floor)", "", "", "",
+             _measure(floor["fid"], digits["fid"]), _times_floor(floor, None),
+             _measure(floor["precision"], digits["precision"]), _measure(floor["recall"], digits["recall"])]]
+    header = ["model", "steps", "training minutes (wall)", "sampler", "FID [95 %]", "× floor", "precision [95 %]",
+              "recall [95 %]"]
+    return (_markdown_rows(header, rows) +
+            f"\n\nn = {r['n']:,} digits from the bake-off's x_T, x̂₀ clipped; {r['interval']}. Trained on "
+            f"{r['train_hardware']}; the loop timed on the same CPU ({r['hardware']['cpu_capability']}) over "
+            f"{r['timed_steps']} steps after warm-up, nothing else running: {timed}. File: {Path(r['file']).name}.")
+
+
 
 @readme_table("bake-off-steps", command="python benchmarks/what_to_predict.py run --variant flow --steps N "
                                         "--samplers flow-heun10")
@@ -835,6 +863,39 @@ def throughput_laptop_table(current: str) -> str:
             f"{result['timed_steps']} steps, {result['threads']} threads ({result['cpu_capability']}); the peak is the "
             f"best of three 2048 × 2048 matmuls on the same threads: {peaks}. FLOPs count one forward and backward "
             f"pass (torch.utils.flop_counter). {cite(result)}.")
+
+
+POSTHOC_EMA_COLUMNS = (("power-0.02", "σ_rel 0.02"), ("power-0.05", "σ_rel 0.05"), ("power-0.1", "σ_rel 0.1"),
+                       ("posthoc-0.05", "σ_rel 0.05 rebuilt from 0.02 and 0.1"))
+
+
+@readme_table("posthoc-ema", command="python benchmarks/laptop_budget.py --name NAME --posthoc 0.05")
+def posthoc_ema_table(current: str) -> str:
+    """Notebook 3's post-hoc EMA measured: for each process-clock laptop-budget trial that rebuilt an average, the
+    recipe's EMA and every power EMA, tracked or rebuilt (least squares), as FID paired with the recipe's EMA."""
+    trials = [t for t in sorted(latest_results("laptop_budget_").values(), key=lambda r: r["date"])
+              if "budget_clock" in t and any(row["ema"] == "posthoc-0.05" for row in t["emas"])]
+    if not trials:
+        raise FileNotFoundError("no process-clock laptop_budget_<name> trial with --posthoc 0.05 yet")
+    rows = []
+    for trial in trials:
+        by_ema = {row["ema"]: row for row in trial["emas"]}
+        recipe = by_ema["recipe"]["report"]["fid"]
+        cells = []
+        for key, _ in POSTHOC_EMA_COLUMNS:
+            paired = by_ema[key]["paired_with_recipe_ema"] if key in by_ema else None
+            cells.append("–" if paired is None else f"{paired['value']:+.1f} [{paired['low']:+.1f}, {paired['high']:+.1f}]")
+        rows.append([trial["name"], trial.get("prediction", "eps"), f"{trial['steps']:,}",
+                     f"{recipe['value']:.1f} [{recipe['low']:.1f}, {recipe['high']:.1f}]", *cells])
+    header = ["trial", "objective", "steps", "FID, recipe's EMA [95 %]",
+              *(f"{label}: FID − recipe EMA's [95 %]" for _, label in POSTHOC_EMA_COLUMNS)]
+    first = trials[0]
+    return (_markdown_rows(header, rows) +
+            f"\n\nn = {first['n']:,} digits per average, every average of a trial from the same x_T, paired over the "
+            f"digits' indices; {first['budget_minutes']:g} float32 CPU-minutes per trial on {first['threads']} threads "
+            f"({first['cpu_capability']}). The rebuilt "
+            f"average mixes the snapshots of 0.02 and 0.1 alone, its coefficients summing to one (least squares). "
+            f"All rows of these trials: the laptop-budget table of the lab report.")
 
 
 @readme_table("laptop-budget", command="python benchmarks/laptop_budget.py --name NAME [--set key=value]")

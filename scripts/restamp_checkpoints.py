@@ -45,7 +45,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from lessons.guidance import ConditionalUNet, train_conditional  # noqa: E402
 from lessons.mlp import MLPDenoiser, PlainMLP, train  # noqa: E402
-from lessons.prediction import PREDICTIONS, train_prediction, variant_config  # noqa: E402
+from lessons.prediction import PREDICTIONS, laptop_flow_config, train_prediction, variant_config  # noqa: E402
 from lessons.unet import UNet, train_recipe  # noqa: E402
 from notebook_support import checkpoints  # noqa: E402
 from notebook_support.checkpoints import architecture_fingerprint, checkpoint_mismatch, value_fingerprint  # noqa: E402
@@ -55,6 +55,12 @@ from notebook_support.evaluation import CLASSIFIER_CONFIG, _new_classifier  # no
 from notebook_support.export import notebook_config  # noqa: E402
 from notebook_support.files import atomic_torch_save, load_torch_file  # noqa: E402
 from notebook_support.training import run_fingerprint  # noqa: E402
+
+
+def laptop_flow(bake_off: dict) -> dict:
+    """Notebook 5's laptop recipe (laptop_flow.pt): the flow's bake-off config with LAPTOP_FLOW's changes."""
+    return laptop_flow_config(bake_off, notebook_config(PROJECT_ROOT / "5_what_to_predict.ipynb", "LAPTOP_FLOW"))
+
 
 SHIPPED = {  # file -> (notebook, config name, model class, the notebook's training function, whether it gets the labels
     #                   via functools.partial[, what builds the file's config from the notebook's])
@@ -69,6 +75,8 @@ SHIPPED = {  # file -> (notebook, config name, model class, the notebook's train
        ("5_what_to_predict.ipynb", "BAKE_OFF_CONFIG", UNet, train_prediction, False,
         functools.partial(variant_config, prediction=p, seed=seed))
        for p in PREDICTIONS for seed in (0, 1)},
+    # notebook 5's laptop recipe: the flow's bake-off config with LAPTOP_FLOW's changes
+    "laptop_flow.pt": ("5_what_to_predict.ipynb", "BAKE_OFF_CONFIG", UNet, train_prediction, False, laptop_flow),
 }
 CLASSIFIER_FILE = "mnist_classifier.pt"   # keyed by its config and model code only (load_checkpoint)
 KEY_PARTS = ("training_code", "bound_arguments", "data")   # what run_fingerprint adds to config and model code

@@ -36,7 +36,7 @@ import torch.nn as nn
 import diffusion_utils as du
 from lessons.guidance import ConditionalUNet, train_conditional
 from lessons.mlp import MLPDenoiser, PlainMLP, train
-from lessons.prediction import PREDICTIONS, train_prediction, variant_config
+from lessons.prediction import PREDICTIONS, laptop_flow_config, train_prediction, variant_config
 from lessons.unet import UNet, train_recipe
 from notebook_support import checkpoints, export, training
 from notebook_support.data import mnist_tensor
@@ -138,6 +138,11 @@ def mnist():
     return images, labels, training.data_fingerprint(images)
 
 
+def laptop_flow(bake_off: dict) -> dict:
+    """Notebook 5's laptop recipe (laptop_flow.pt): the flow's bake-off config with LAPTOP_FLOW's changes."""
+    return laptop_flow_config(bake_off, export.notebook_config(PROJECT_ROOT / "5_what_to_predict.ipynb", "LAPTOP_FLOW"))
+
+
 SHIPPED = {  # file -> (notebook, config name, model class, the notebook's training function, labels bound to it
     #                   [, what builds the file's config from the notebook's])
     "mlp_default.pt": ("2_custom_mlp.ipynb", "CONFIG", MLPDenoiser, train, False),
@@ -150,6 +155,8 @@ SHIPPED = {  # file -> (notebook, config name, model class, the notebook's train
        ("5_what_to_predict.ipynb", "BAKE_OFF_CONFIG", UNet, train_prediction, False,
         functools.partial(variant_config, prediction=p, seed=seed))
        for p in PREDICTIONS for seed in (0, 1)},
+    # notebook 5's laptop recipe: the flow's bake-off config with LAPTOP_FLOW's changes
+    "laptop_flow.pt": ("5_what_to_predict.ipynb", "BAKE_OFF_CONFIG", UNet, train_prediction, False, laptop_flow),
 }
 
 
@@ -230,7 +237,7 @@ def loop_copies(tmp_path, monkeypatch):
                                "        self.optimizer.zero_grad(set_to_none=True)  # (no accumulation)\n\n")
     assert commented != source
     recipe = (PROJECT_ROOT / "lessons" / "unet.py").read_text(encoding="utf-8")
-    assert recipe.count("from lessons.mlp import Trainer, ") == 1
+    assert recipe.count("from lessons.mlp import EMA, Trainer, ") == 1
     modules = {}
     for name, text in (("loop_shipped", source), ("loop_no_ema", source.replace(ema_line, "")),
                        ("loop_commented", commented),

@@ -1,5 +1,6 @@
-"""benchmarks/laptop_budget.py's power-function EMA (Karras et al. 2024): its exponent from sigma_rel, and an
-average whose profile over the run has that relative width whatever the run's length."""
+"""The power-function EMA (Karras et al. 2024) that notebook 3 writes out (lessons.unet) and benchmarks/laptop_budget.py
+trains with: its exponent from sigma_rel, an average whose profile over the run has that relative width whatever the
+run's length, post-hoc mixes of its snapshots, and the budget loop."""
 
 import importlib.util
 import math
@@ -118,7 +119,8 @@ def test_posthoc_mixes_are_averages_whose_weights_sum_to_one(nonnegative):
     gammas = [laptop_budget.gamma_of_sigma_rel(s) for s in (0.02, 0.1)]
     snapshots = [(g, t) for t in range(200, 2001, 200) for g in gammas]
     coefficients, residual = laptop_budget.posthoc_coefficients(
-        snapshots, laptop_budget.gamma_of_sigma_rel(0.05), 2000, nonnegative=nonnegative)
+        snapshots, laptop_budget.gamma_of_sigma_rel(0.05), 2000,
+        solve=laptop_budget.nonnegative_least_squares if nonnegative else None)
     assert math.isclose(coefficients.sum(), 1, abs_tol=1e-6) and residual < 0.3
     assert (coefficients.min() >= 0) == nonnegative                         # the free fit takes negative ones
 

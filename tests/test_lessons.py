@@ -12,7 +12,7 @@ import torch
 import diffusion_utils as du
 from lessons.mlp import EMA, MLPDenoiser, PlainMLP, train
 from lessons.guidance import ConditionalUNet
-from lessons.prediction import PREDICTIONS, variant_config
+from lessons.prediction import PREDICTIONS, laptop_flow_config, variant_config
 from lessons.unet import UNet
 from notebook_support import export
 from notebook_support.checkpoints import load_checkpoint
@@ -95,6 +95,20 @@ def test_bake_off_checkpoints_load_into_the_notebook_unet(prediction, seed):
                     f"--variant {prediction} --seed {seed}")
     config = variant_config(export.notebook_config(ROOT / "5_what_to_predict.ipynb", "BAKE_OFF_CONFIG"), prediction, seed)
     load_checkpoint(ROOT / "checkpoints" / file, UNet(**config["model_kwargs"]), config)
+
+
+def test_the_laptop_flow_loads_into_the_notebook_unet_at_its_own_width():
+    """Notebook 5's checkpoints/laptop_flow.pt (benchmarks/what_to_predict.py laptop) was trained with the flow's
+    bake-off config and LAPTOP_FLOW's changes, so the notebook loads it; it is narrower than the bake-off's
+    U-Net at 28x28 and widest at 7x7, float32, and small."""
+    notebook = ROOT / "5_what_to_predict.ipynb"
+    config = laptop_flow_config(export.notebook_config(notebook, "BAKE_OFF_CONFIG"),
+                                export.notebook_config(notebook, "LAPTOP_FLOW"))
+    payload = load_checkpoint(ROOT / "checkpoints" / "laptop_flow.pt", UNet(**config["model_kwargs"]), config)
+    assert config["prediction"] == "flow" and config["min_snr_gamma"] is None and not config["bf16"]
+    assert config["model_kwargs"]["channel_mults"][-1] > config["model_kwargs"]["channel_mults"][0]
+    assert payload["precision"] == "float32" and payload["steps"] == config["num_steps"]
+    assert (ROOT / "checkpoints" / "laptop_flow.pt").stat().st_size <= 3 * 2**20
 
 
 def _pattern_data(n: int = 256) -> torch.Tensor:

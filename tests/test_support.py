@@ -839,3 +839,14 @@ def test_export_refuses_a_notebook_without_export_cells(tmp_path):
     notebook = write_notebook(tmp_path / "plain.ipynb", [("code", "x = 1"), ("code", "# export\ny = 2")])
     with pytest.raises(ValueError, match=r"plain\.ipynb has no cell starting with '#\| export'"):
         export.render(notebook)
+
+
+def test_with_changes_replaces_named_keys_and_the_unets_one_by_one():
+    base = {"lr": 4e-3, "num_steps": 840, "model_kwargs": {"base_channels": 24, "channel_mults": [1, 2, 2],
+                                                           "dropout": 0.0}}
+    changed = training.with_changes(base, {"num_steps": 1900, "flow_time_sampling": "logit-normal",
+                                           "model_kwargs": {"channel_mults": [1, 2, 4]}})
+    assert changed == {"lr": 4e-3, "num_steps": 1900, "flow_time_sampling": "logit-normal",
+                       "model_kwargs": {"base_channels": 24, "channel_mults": [1, 2, 4], "dropout": 0.0}}
+    assert base["num_steps"] == 840 and base["model_kwargs"]["channel_mults"] == [1, 2, 2]   # base untouched
+    assert training.with_changes(base, {}) == base
