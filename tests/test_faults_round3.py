@@ -358,6 +358,8 @@ def test_a_model_with_per_image_state_is_given_each_chunks_share(tmp_path, monke
     ("what_to_predict.py", ["speed", "--steps", "0"], "argument --steps: must be an int >= 1, got 0"),
     ("what_to_predict.py", ["run", "--variant", "eps", "--steps", "0"], "argument --steps: must be an int >= 1"),
     ("what_to_predict.py", ["run", "--variant", "eps", "--n", "4"], "argument --n: must be an int >= 5"),
+    ("what_to_predict.py", ["laptop", "--n", "4"], "argument --n: must be an int >= 5"),
+    ("what_to_predict.py", ["laptop", "--timed-steps", "0"], "argument --timed-steps: must be an int >= 1"),
     ("quality.py", ["sample", "--n", "0"], "argument --n: must be an int >= 5 (fewer digits have no interval), got 0"),
     ("quality.py", ["sample", "--n", "-5"], "argument --n: must be an int >= 5"),
     ("samplers.py", ["quality", "--n", "0"], "argument --n: must be an int >= 5"),
