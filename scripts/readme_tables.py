@@ -893,8 +893,8 @@ def posthoc_ema_table(current: str) -> str:
     return (_markdown_rows(header, rows) +
             f"\n\nn = {first['n']:,} digits per average, every average of a trial from the same x_T, paired over the "
             f"digits' indices; {first['budget_minutes']:g} float32 CPU-minutes per trial on {first['threads']} threads "
-            f"({first['cpu_capability']}). The rebuilt "
-            f"average mixes the snapshots of 0.02 and 0.1 alone, its coefficients summing to one (least squares). "
+            f"({first['cpu_capability']}). The rebuilt average mixes the snapshots of 0.02 and 0.1 alone, its "
+            f"coefficients summing to one (least squares). "
             f"All rows of these trials: the laptop-budget table of the lab report.")
 
 

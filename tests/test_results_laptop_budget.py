@@ -218,3 +218,16 @@ def test_half_the_peak_lr_is_lower_with_both_seeds_each_a_tie(trials):
     assert (f"Half the peak lr (2e-3) draws FID {s0:.1f} ({s0 / floor:.1f}×) with seed 0 and {s1:.1f} ({s1 / floor:.1f}×) "
             f"with seed 1, lower than 4e-3 with both seeds ({r0:.1f} and {r1:.1f})") in RESULTS_TEXT
     assert notebook_config(PROJECT_ROOT / "5_what_to_predict.ipynb", "LAPTOP_FLOW")["lr"] == 2e-3
+
+
+def test_half_the_peak_lr_is_a_tie_for_eps(trials):
+    """'For eps the same halving is a tie: FID 86.2 (13.2x) against 88.0 at 4e-3, one seed each, both far above 4x'."""
+    low, recipe = trials["wide7-eps-lr2e-3-fp32-15min"], trials["wide7-eps-fp32-15min"]
+    assert (low["trial"]["prediction"], recipe["trial"]["prediction"]) == ("eps", "eps")
+    assert (low["trial"]["config"]["lr"], recipe["trial"]["config"]["lr"]) == (2e-3, 4e-3)
+    a, b = _fid(low["recipe"]), _fid(recipe["recipe"])
+    assert a["low"] <= b["high"] and b["low"] <= a["high"]
+    floor = low["trial"]["floor"]["fid"]["value"]
+    assert min(a["low"], b["low"]) > 4 * floor
+    assert (f"For ε the same halving is a tie: FID {a['value']:.1f} ({a['value'] / floor:.1f}×) against "
+            f"{b['value']:.1f} at 4e-3") in RESULTS_TEXT
