@@ -83,7 +83,7 @@ def test_the_flow_beats_eps_at_the_same_width_and_cpu_time_and_still_misses_4x(t
 
 def test_the_length_of_the_average_is_a_small_lever(trials):
     """'sigma_rel 0.05 beats the recipe's EMA in the first two trials (paired -3.3 and -1.3) and sigma_rel 0.2 is far
-    worse (+33.0); in the process-clock trials every power EMA from sigma_rel 0.02 to 0.1 lies within 1.1 FID of the
+    worse (+33.0); in the process-clock trials every power EMA from sigma_rel 0.02 to 0.1 lies within 1.2 FID of the
     recipe's EMA, paired'."""
     for name in ("fp32-15min", "wide7-fp32-15min"):
         assert trials[name]["power-0.05"]["paired_with_recipe_ema"]["high"] < 0, name
@@ -92,7 +92,7 @@ def test_the_length_of_the_average_is_a_small_lever(trials):
     assert len(on_clock) >= 4
     gaps = [abs(row["paired_with_recipe_ema"]["value"]) for name in on_clock
             for label, row in trials[name].items() if label.startswith("power-")]
-    assert len(gaps) >= 2 * len(on_clock) and max(gaps) < 1.5
+    assert len(gaps) >= len(on_clock) + 4 and max(gaps) < 1.5          # every trial has one; five have 2 or 3
     assert f"to 0.1 lies within {max(gaps):.1f} FID of the recipe's EMA, paired." in RESULTS_TEXT
 
 
@@ -231,3 +231,17 @@ def test_half_the_peak_lr_is_a_tie_for_eps(trials):
     assert min(a["low"], b["low"]) > 4 * floor
     assert (f"For ε the same halving is a tie: FID {a['value']:.1f} ({a['value'] / floor:.1f}×) against "
             f"{b['value']:.1f} at 4e-3") in RESULTS_TEXT
+
+
+def test_eps_at_the_width_at_7x7_in_20_float32_minutes_ties_the_shipped_preset(trials):
+    """'Given 20 CPU-minutes, eps at the width at 7x7 trains 2,813 steps in float32 and draws FID 60.3 (9.3x), a tie with
+    the shipped laptop preset's 62.0 with the same sampler (bf16, 2,500 steps at the preset's width)'."""
+    run = trials["wide7-eps-fp32-20min"]
+    preset = latest_result("quality_laptop-heun10-lambda-clip")
+    assert run["trial"]["sampler"] == "heun10-lambda" and run["trial"]["budget_minutes"] == 20
+    assert not run["trial"]["config"]["bf16"] and run["trial"]["config"]["model_kwargs"]["channel_mults"] == [1, 2, 4]
+    a, b = _fid(run["recipe"]), preset["report"]["fid"]
+    assert a["low"] <= b["high"] and b["low"] <= a["high"] and run["trial"]["n"] == preset["n"]
+    floor = run["trial"]["floor"]["fid"]["value"]
+    assert (f"trains {run['trial']['steps']:,} steps in float32 and draws FID {a['value']:.1f} ({a['value'] / floor:.1f}×), "
+            f"a tie with the shipped laptop preset's {b['value']:.1f} with the same sampler") in RESULTS_TEXT
