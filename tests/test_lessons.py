@@ -102,10 +102,11 @@ def test_the_laptop_flow_loads_into_the_notebook_unet_at_its_own_width():
     bake-off config and LAPTOP_FLOW's changes, so the notebook loads it; it is narrower than the bake-off's
     U-Net at 28x28 and widest at 7x7, float32, and small."""
     notebook = ROOT / "5_what_to_predict.ipynb"
-    config = laptop_flow_config(export.notebook_config(notebook, "BAKE_OFF_CONFIG"),
-                                export.notebook_config(notebook, "LAPTOP_FLOW"))
+    bake_off = export.notebook_config(notebook, "BAKE_OFF_CONFIG")
+    config = laptop_flow_config(bake_off, export.notebook_config(notebook, "LAPTOP_FLOW"))
     payload = load_checkpoint(ROOT / "checkpoints" / "laptop_flow.pt", UNet(**config["model_kwargs"]), config)
     assert config["prediction"] == "flow" and config["min_snr_gamma"] is None and not config["bf16"]
+    assert config["model_kwargs"]["base_channels"] < bake_off["model_kwargs"]["base_channels"]
     assert config["model_kwargs"]["channel_mults"][-1] > config["model_kwargs"]["channel_mults"][0]
     assert payload["precision"] == "float32" and payload["steps"] == config["num_steps"]
     assert (ROOT / "checkpoints" / "laptop_flow.pt").stat().st_size <= 3 * 2**20
