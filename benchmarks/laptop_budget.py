@@ -46,8 +46,7 @@ import quality  # noqa: E402  benchmarks/quality.py: chunked, paired drawing
 from laptop_recipe import set_key  # noqa: E402
 from lessons.prediction import (BAKE_OFF_SAMPLERS, AsEps, PredictionTrainer, train_prediction,  # noqa: E402
                                 variant_config)
-from lessons.unet import (PowerEMA, UNet, gamma_of_sigma_rel, posthoc_coefficients,  # noqa: E402, F401
-                          power_ema_weights)   # notebook 3's post-hoc EMA (tests use power_ema_weights here)
+from lessons.unet import PowerEMA, UNet, gamma_of_sigma_rel, posthoc_coefficients  # noqa: E402  notebook 3's
 from notebook_support.checkpoints import validate_config  # noqa: E402
 from notebook_support.checks import DIGIT_COUNT, int_at_least  # noqa: E402
 from notebook_support.data import mnist_tensor  # noqa: E402

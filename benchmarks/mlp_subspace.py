@@ -35,7 +35,7 @@ from lessons.mlp import MLPDenoiser, train  # noqa: E402
 from notebook_support.checks import DIGIT_COUNT, int_at_least  # noqa: E402
 from notebook_support.evaluation import evaluate_samples, format_quality, real_data_floor  # noqa: E402
 from notebook_support.results import write_result  # noqa: E402
-from notebook_support.training import load_or_train  # noqa: E402
+from notebook_support.training import load_or_train, with_changes  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import mlp_ladder  # noqa: E402
@@ -87,7 +87,7 @@ def main() -> None:
     config, clip_x0, device, schedule, data, classifier = mlp_ladder.setup()   # notebook 2's recipe
     models = {}
     for name, change in VARIANTS.items():
-        run_config = {**config, "model_kwargs": {**config["model_kwargs"], **change}, "num_steps": args.steps}
+        run_config = with_changes(config, {"model_kwargs": change, "num_steps": args.steps})
         model, payload = load_or_train(run_config, MLPDenoiser, train, data, None, device=device, progress=False,
                                        max_train_minutes=None)           # asked for: no time guard
         sample_started = time.perf_counter()

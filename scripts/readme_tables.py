@@ -237,6 +237,11 @@ def _measure(measure: dict, digits: int) -> str:
     return f"{measure['value']:,.{digits}f} [{measure['low']:,.{digits}f}, {measure['high']:,.{digits}f}]"
 
 
+def _difference(d: dict) -> str:
+    """'+value [+low, +high]' of a paired difference, signs shown."""
+    return f"{d['value']:+.1f} [{d['low']:+.1f}, {d['high']:+.1f}]"
+
+
 QUALITY_COLUMNS = (("fid", "FID", 1), ("kid_x1e3", "KID ×10³", 1), ("precision", "precision", 3), ("realism", "realism", 3),
                    ("recall", "recall", 3))
 QUALITY_ROWS = (  # benchmarks/quality.py run -> what the README calls it
@@ -368,7 +373,7 @@ def _paired(r: dict) -> str:
     if "paired_difference" not in r:
         return ""
     d, label = r["paired_difference"], BAKE_OFF_SAMPLER_LABELS.get(r["paired_with"], r["paired_with"])
-    return f"{d['value']:+.1f} [{d['low']:+.1f}, {d['high']:+.1f}] vs {label}" + (" (tie)" if d["low"] <= 0 <= d["high"] else "")
+    return f"{_difference(d)} vs {label}" + (" (tie)" if d["low"] <= 0 <= d["high"] else "")
 
 
 @readme_table("bake-off", command="python benchmarks/what_to_predict.py run --variant V --seed S")
@@ -754,8 +759,8 @@ def guidance_headline_table(current: str) -> str:
         rows.append([f"{row['w']:g}", f"{share['value']:.1%} [{share['low']:.1%}, {share['high']:.1%}]",
                      _measure(report["fid"], digits["fid"]), _times_floor(report, floor),
                      _measure(report["precision"], digits["precision"]), _measure(report["recall"], digits["recall"]),
-                     "" if paired is None else f"{paired['value']:+.1f} [{paired['low']:+.1f}, {paired['high']:+.1f}]",
-                     "met" if row["meets_target"] else "missed", f"{row['sample_seconds']:.0f}"])
+                     "" if paired is None else _difference(paired), "met" if row["meets_target"] else "missed",
+                     f"{row['sample_seconds']:.0f}"])
     header = ["w", "requested digit [95 % Wilson]", "FID [95 %]", "× floor", "precision [95 %]", "recall [95 %]",
               f"FID − w = {first:g}'s, paired [95 %]", "target", "drawing seconds"]
     return (_markdown_rows(header, rows) +
@@ -792,7 +797,6 @@ def laptop_flow_table(current: str) -> str:
             f"\n\nn = {r['n']:,} digits from the bake-off's x_T, x̂₀ clipped; {r['interval']}. Trained on "
             f"{r['train_hardware']}; the loop timed on the same CPU ({r['hardware']['cpu_capability']}) over "
             f"{r['timed_steps']} steps after warm-up, nothing else running: {timed}. File: {Path(r['file']).name}.")
-
 
 
 @readme_table("bake-off-steps", command="python benchmarks/what_to_predict.py run --variant flow --steps N "
@@ -884,7 +888,7 @@ def posthoc_ema_table(current: str) -> str:
         cells = []
         for key, _ in POSTHOC_EMA_COLUMNS:
             paired = by_ema[key]["paired_with_recipe_ema"] if key in by_ema else None
-            cells.append("–" if paired is None else f"{paired['value']:+.1f} [{paired['low']:+.1f}, {paired['high']:+.1f}]")
+            cells.append("–" if paired is None else _difference(paired))
         rows.append([trial["name"], trial.get("prediction", "eps"), f"{trial['steps']:,}",
                      f"{recipe['value']:.1f} [{recipe['low']:.1f}, {recipe['high']:.1f}]", *cells])
     header = ["trial", "objective", "steps", "FID, recipe's EMA [95 %]",
@@ -894,8 +898,8 @@ def posthoc_ema_table(current: str) -> str:
             f"\n\nn = {first['n']:,} digits per average, every average of a trial from the same x_T, paired over the "
             f"digits' indices; {first['budget_minutes']:g} float32 CPU-minutes per trial on {first['threads']} threads "
             f"({first['cpu_capability']}). The rebuilt average mixes the snapshots of 0.02 and 0.1 alone, its "
-            f"coefficients summing to one (least squares). "
-            f"All rows of these trials: the laptop-budget table of the lab report.")
+            f"coefficients summing to one (least squares). All rows of these trials: the laptop-budget table of the lab "
+            f"report.")
 
 
 @readme_table("laptop-budget", command="python benchmarks/laptop_budget.py --name NAME [--set key=value]")
@@ -929,7 +933,7 @@ def laptop_budget_table(current: str) -> str:
                          f"{minutes} / {trial['budget_minutes']:g}", average,
                          _measure(report["fid"], digits["fid"]), _times_floor(report, trial["floor"]),
                          _measure(report["precision"], digits["precision"]), _measure(report["recall"], digits["recall"]),
-                         "" if paired is None else f"{paired['value']:+.1f} [{paired['low']:+.1f}, {paired['high']:+.1f}]"])
+                         "" if paired is None else _difference(paired)])
     first = trials[0]
     samplers = {trial.get("prediction", "eps"): trial["sampler"] for trial in trials}
     on_wall = sum("budget_clock" not in trial for trial in trials)

@@ -343,8 +343,9 @@ def test_a_model_with_per_image_state_is_given_each_chunks_share(tmp_path, monke
         def forward(self, x, t):
             return self.inner(x, t)
 
-    quality.draw_digits(PerImage(_mlp28(0)), du.DiffusionSchedule(num_timesteps=20, schedule="cosine"), tmp_path / "r_n6_seed0.pt", 6, 0,
-                        "tiny2", True, record={"run": "r", "model": "tiny"})
+    schedule = du.DiffusionSchedule(num_timesteps=20, schedule="cosine")
+    quality.draw_digits(PerImage(_mlp28(0)), schedule, tmp_path / "r_n6_seed0.pt", 6, 0, "tiny2", True,
+                        record={"run": "r", "model": "tiny"})
     assert asked == [(0, 4, 6), (4, 6, 6)]
 
 

@@ -9,6 +9,7 @@ import sys
 import pytest
 import torch
 
+from lessons.unet import PowerEMA, gamma_of_sigma_rel, posthoc_coefficients, power_ema_weights
 from notebook_support.environment import PROJECT_ROOT
 
 sys.path.insert(0, str(PROJECT_ROOT / "benchmarks"))             # the script imports its neighbours
@@ -19,7 +20,7 @@ _spec.loader.exec_module(laptop_budget)
 
 @pytest.mark.parametrize("sigma_rel, gamma", [(0.05, 16.97), (0.10, 6.94)])   # the paper's pairs
 def test_gamma_of_sigma_rel_solves_the_papers_relation(sigma_rel, gamma):
-    found = laptop_budget.gamma_of_sigma_rel(sigma_rel)
+    found = gamma_of_sigma_rel(sigma_rel)
     assert math.isclose(found, gamma, abs_tol=0.01)
     assert math.isclose((found + 1) / ((found + 2) ** 2 * (found + 3)), sigma_rel ** 2, rel_tol=1e-9)
 
@@ -27,7 +28,7 @@ def test_gamma_of_sigma_rel_solves_the_papers_relation(sigma_rel, gamma):
 @pytest.mark.parametrize("bad", [0.0, -0.1, 0.29, 1.0])
 def test_gamma_of_sigma_rel_refuses_widths_it_cannot_make(bad):
     with pytest.raises(ValueError, match="sigma_rel must lie in"):
-        laptop_budget.gamma_of_sigma_rel(bad)
+        gamma_of_sigma_rel(bad)
 
 
 @pytest.mark.parametrize("steps", [400, 4000])
@@ -36,35 +37,35 @@ def test_power_ema_averages_a_fixed_fraction_of_the_run(sigma_rel, steps):
     """Fed the weights (t, t^2) at update t, the average holds the profile's first two moments: its width
     over the run length is sigma_rel (to 3 %), at 400 updates as at 4,000."""
     model = torch.nn.Linear(1, 2, bias=False).double()
-    ema = laptop_budget.PowerEMA(model, sigma_rel)
+    ema = PowerEMA(model, sigma_rel)
     for t in range(1, steps + 1):
         with torch.no_grad():
             model.weight.copy_(torch.tensor([[t], [t * t]], dtype=torch.float64))
         ema.update(model)
     mean, mean_square = ema.model.weight.flatten().tolist()
     assert math.isclose(math.sqrt(mean_square - mean ** 2) / steps, sigma_rel, rel_tol=0.03)
-    assert ema.current_decay() < 1 and laptop_budget.PowerEMA(model, sigma_rel).current_decay() == 0   # 1st: a copy
+    assert ema.current_decay() < 1 and PowerEMA(model, sigma_rel).current_decay() == 0   # 1st: a copy
 
 
 def test_power_ema_weights_are_the_average_the_loop_keeps():
-    gamma, values = laptop_budget.gamma_of_sigma_rel(0.1), torch.randn(300, generator=torch.Generator().manual_seed(0))
+    gamma, values = gamma_of_sigma_rel(0.1), torch.randn(300, generator=torch.Generator().manual_seed(0))
     model = torch.nn.Linear(1, 1, bias=False).double()
-    ema = laptop_budget.PowerEMA(model, 0.1)
+    ema = PowerEMA(model, 0.1)
     for value in values[:250]:
         with torch.no_grad():
             model.weight.fill_(value.item())
         ema.update(model)
-    weights = laptop_budget.power_ema_weights(gamma, 250, 300)                     # (300,) zero after update 250
+    weights = power_ema_weights(gamma, 250, 300)                     # (300,) zero after update 250
     assert math.isclose(weights.sum(), 1, rel_tol=1e-12) and (weights[250:] == 0).all()
     assert math.isclose(ema.model.weight.item(), float((weights * values.double().numpy()).sum()), rel_tol=1e-9)
 
 
 def test_posthoc_rebuilds_a_stored_average_exactly_and_a_width_between_closely():
     widths = (0.05, 0.2)
-    snapshots = [(laptop_budget.gamma_of_sigma_rel(s), t) for s in widths for t in range(100, 1001, 100)]
-    exact, residual = laptop_budget.posthoc_coefficients(snapshots, laptop_budget.gamma_of_sigma_rel(0.2), 1000)
+    snapshots = [(gamma_of_sigma_rel(s), t) for s in widths for t in range(100, 1001, 100)]
+    exact, residual = posthoc_coefficients(snapshots, gamma_of_sigma_rel(0.2), 1000)
     assert residual < 1e-9 and math.isclose(exact[-1], 1, abs_tol=1e-6)        # the last snapshot of 0.2 itself
-    between, residual = laptop_budget.posthoc_coefficients(snapshots, laptop_budget.gamma_of_sigma_rel(0.1), 1000)
+    between, residual = posthoc_coefficients(snapshots, gamma_of_sigma_rel(0.1), 1000)
     assert residual < 0.05 and math.isclose(between.sum(), 1, abs_tol=0.01)     # weights that still average
 
 
@@ -116,10 +117,10 @@ def test_nonnegative_least_squares_finds_the_best_of_every_support():
 def test_posthoc_mixes_are_averages_whose_weights_sum_to_one(nonnegative):
     """A narrow width rebuilt from two broader ones: unconstrained, least squares would scale the mix up to reach
     the target's peak; the coefficients sum to 1 (to 1e-6) either way, and are >= 0 when asked."""
-    gammas = [laptop_budget.gamma_of_sigma_rel(s) for s in (0.02, 0.1)]
+    gammas = [gamma_of_sigma_rel(s) for s in (0.02, 0.1)]
     snapshots = [(g, t) for t in range(200, 2001, 200) for g in gammas]
-    coefficients, residual = laptop_budget.posthoc_coefficients(
-        snapshots, laptop_budget.gamma_of_sigma_rel(0.05), 2000,
+    coefficients, residual = posthoc_coefficients(
+        snapshots, gamma_of_sigma_rel(0.05), 2000,
         solve=laptop_budget.nonnegative_least_squares if nonnegative else None)
     assert math.isclose(coefficients.sum(), 1, abs_tol=1e-6) and residual < 0.3
     assert (coefficients.min() >= 0) == nonnegative                         # the free fit takes negative ones
