@@ -66,7 +66,8 @@ from notebook_support.evaluation import HEADLINE_N, compare_paired, evaluate_sam
 from notebook_support.export import notebook_config  # noqa: E402
 from notebook_support.files import load_torch_file  # noqa: E402
 from notebook_support.results import write_result  # noqa: E402
-from notebook_support.training import choose_bf16, seconds_per_step, train_from_config, train_kwargs  # noqa: E402
+from notebook_support.training import (choose_bf16, seconds_per_step, seconds_per_step_by_precision,  # noqa: E402
+                                       train_from_config, train_kwargs)
 
 NOTEBOOK = PROJECT_ROOT / "5_what_to_predict.ipynb"
 DEFAULT_SAMPLERS = {  # the samplers of BAKE_OFF_SAMPLERS each variant is measured with
@@ -179,15 +180,13 @@ def laptop(args) -> None:
         raise SystemExit("LAPTOP_FLOW is the float32 recipe: its checkpoint is trained with bf16 False")
     data = mnist_tensor()[0]                                                  # (60000, 1, 28, 28) in [-1, 1]
     schedule = du.DiffusionSchedule(num_timesteps=config["num_timesteps"], schedule=config["schedule"])
-    native_bf16, why = choose_bf16("cpu")
-    per_step = {}                                                             # precision -> s/step, before training
-    for precision in ["float32", *(["bfloat16"] if native_bf16 else [])]:
-        torch.manual_seed(0)
-        per_step[precision] = seconds_per_step(
-            UNet(**config["model_kwargs"]), train_prediction, data[:4096], schedule,
-            train_kwargs({**config, "bf16": precision == "bfloat16"}), timed_steps=args.timed_steps)
-        print(f"{precision}: {per_step[precision]:.3f} s/step -> {config['num_steps']} steps = "
-              f"{per_step[precision] * config['num_steps'] / 60:.1f} min", flush=True)
+    torch.manual_seed(0)
+    per_step, why = seconds_per_step_by_precision(UNet(**config["model_kwargs"]), train_prediction, data[:4096],
+                                                  schedule, config, timed_steps=args.timed_steps)  # before training
+    native_bf16 = "bfloat16" in per_step
+    for precision, seconds in per_step.items():
+        print(f"{precision}: {seconds:.3f} s/step -> {config['num_steps']} steps = "
+              f"{seconds * config['num_steps'] / 60:.1f} min", flush=True)
     if LAPTOP_CHECKPOINT.is_file():
         model = UNet(**config["model_kwargs"])
         payload = load_checkpoint(LAPTOP_CHECKPOINT, model, config)

@@ -357,6 +357,21 @@ def seconds_per_step(model: nn.Module, train_fn: Callable, data: torch.Tensor, s
     return (time.perf_counter() - started) / (warm_steps + timed_steps)   # a loop that never calls maybe_save
 
 
+def seconds_per_step_by_precision(model: nn.Module, train_fn: Callable, data: torch.Tensor,
+                                  schedule: du.DiffusionSchedule, config: dict, *,
+                                  timed_steps: int = TIMED_STEPS) -> tuple[dict, str]:
+    """Seconds per step of `config`'s loop (seconds_per_step) in float32 and, where the data's device
+    computes bfloat16 natively (choose_bf16: emulated bf16 is slower than float32), under bf16
+    autocast, whatever the config's own "bf16": ({"float32": s, "bfloat16": s}, choose_bf16's reason).
+    For the loops that take a `bf16` switch (train_recipe and the ones built on it)."""
+    native_bf16, why = choose_bf16(data.device)
+    per_step = {}
+    for precision in ["float32", *(["bfloat16"] if native_bf16 else [])]:
+        kwargs = train_kwargs({**config, "bf16": precision == "bfloat16"})
+        per_step[precision] = seconds_per_step(model, train_fn, data, schedule, kwargs, timed_steps=timed_steps)
+    return per_step, why
+
+
 def describe_run(payload: dict) -> str:
     """One line about how a checkpoint was trained, e.g. 'trained for 2500 steps in 13.2 min on
     x86_64 CPU, 2 threads, final loss 0.0143 (min-SNR-weighted)' (plots.plot_loss_curve draws its curve)."""

@@ -16,6 +16,7 @@ from lessons.prediction import PREDICTIONS, laptop_flow_config, variant_config
 from lessons.unet import UNet
 from notebook_support import export
 from notebook_support.checkpoints import load_checkpoint
+from notebook_support.files import load_torch_file
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -110,6 +111,22 @@ def test_the_laptop_flow_loads_into_the_notebook_unet_at_its_own_width():
     assert config["model_kwargs"]["channel_mults"][-1] > config["model_kwargs"]["channel_mults"][0]
     assert payload["precision"] == "float32" and payload["steps"] == config["num_steps"]
     assert (ROOT / "checkpoints" / "laptop_flow.pt").stat().st_size <= 3 * 2**20
+
+
+def test_the_laptop_models_of_notebooks_3_and_4_ship_in_float32():
+    """Notebook 3's laptop preset and notebook 4's conditional model (its U-Net and recipe, plus a class table and
+    label dropout) are trained in float32, which no CPU emulates (bf16 autocast is slower than float32 where it
+    is not native), for their configs' steps, and stay small."""
+    laptop = export.notebook_config(ROOT / "3_unet.ipynb", "LAPTOP_CONFIG")
+    conditional = export.notebook_config(ROOT / "4_guidance.ipynb", "CONFIG")
+    assert {**conditional["model_kwargs"], "num_classes": None} == {**laptop["model_kwargs"], "num_classes": None}
+    assert {k: v for k, v in conditional.items() if k not in ("model", "model_kwargs", "label_dropout")} == \
+        {k: v for k, v in laptop.items() if k not in ("model", "model_kwargs")}
+    for file, config in (("unet_laptop.pt", laptop), ("unet_guidance.pt", conditional)):
+        payload = load_torch_file(ROOT / "checkpoints" / file)
+        assert not config["bf16"] and payload["precision"] == "float32", file
+        assert payload["config"] == config and payload["steps"] == config["num_steps"], file
+        assert (ROOT / "checkpoints" / file).stat().st_size <= 3 * 2**20, file
 
 
 def _pattern_data(n: int = 256) -> torch.Tensor:
