@@ -6,7 +6,8 @@ Run by hand on an otherwise idle machine (timings flake; never in CI):
     python benchmarks/throughput.py --variants fp32 batch64 --timed-steps 20
 
 Each variant is the laptop preset (LAPTOP_CONFIG of 3_unet.ipynb, its own loop `train_recipe`) with one
-change, timed by notebook_support.training.seconds_per_step (the loop itself after warm-up steps, as
+change (the committed files time the preset before issue 26, base 24 with mults [1, 2, 2]; today's preset is
+`wide7` itself), timed by notebook_support.training.seconds_per_step (the loop itself after warm-up steps, as
 load_or_train's estimate is):
 
     fp32            the recipe in float32 (the baseline every other row is compared with)

@@ -143,7 +143,7 @@ class PredictionTrainer(RecipeTrainer):
     """Notebook 3's recipe loop with one piece changed: the loss asks the network for `prediction`
     (eps, x0, v on the DDPM path, or the flow's velocity on the straight path). Everything else
     (batches, lr schedule, clipping, Adam, EMA, bf16) is notebook 3's, so prediction="eps" trains
-    exactly notebook 3's laptop model. min-SNR weights are a DDPM-path idea: the flow refuses them;
+    exactly notebook 3's laptop recipe. min-SNR weights are a DDPM-path idea: the flow refuses them;
     flow_time_sampling (how the flow draws tau) is the flow's alone."""
 
     def __init__(self, model, schedule, data, *, prediction="eps", flow_time_sampling="uniform",

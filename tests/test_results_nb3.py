@@ -6,12 +6,15 @@ Each test names the sentence it backs. If a result file is made again and a test
 is what has to change (or the run is wrong): the test is not a threshold to tune.
 """
 
+import json
 import sys
 from pathlib import Path
 
 import pytest
 
 from notebook_support.evaluation import compare_fid
+from notebook_support.export import notebook_config
+from notebook_support.files import load_torch_file
 from notebook_support.results import latest_result
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
@@ -128,3 +131,30 @@ def test_what_the_lab_report_says_of_the_speed_logs():
     assert all(speed[500][mode] == min(s[mode] for s in speed.values()) for mode in (0, 1))
     rate = {row[0]: float(row[2]) for row in chunks}                        # DDIM-50 img/s
     assert rate["chunks of 128, fp32"] > rate["256 at once, fp32"]
+
+
+def notebook_markdown(notebook: str) -> str:
+    """The markdown cells of `notebook`, whitespace collapsed."""
+    cells = json.loads((readme_tables.PROJECT_ROOT / notebook).read_text(encoding="utf-8"))["cells"]
+    return " ".join(" ".join("".join(c["source"]).split()) for c in cells if c["cell_type"] == "markdown")
+
+
+def shipped_minutes(model: str, notebook: str, config_name: str, checkpoint: str) -> tuple[float, float | None]:
+    """(float32 minutes of the shipped run, bf16 minutes of its steps at the s/step timed where bf16 is native, or
+    None) from benchmarks/training_speed.py's file, after checking that the file describes the shipped checkpoint."""
+    speed = latest_result(f"training_speed_{model}")
+    payload = load_torch_file(readme_tables.PROJECT_ROOT / "checkpoints" / checkpoint)
+    assert speed["config"] == notebook_config(readme_tables.PROJECT_ROOT / notebook, config_name) == payload["config"]
+    assert speed["shipped"]["train_seconds"] == payload["train_seconds"] and payload["precision"] == "float32"
+    return payload["train_seconds"] / 60, speed["estimate_minutes"].get("bfloat16")
+
+
+def test_notebook_3_and_readme_state_the_laptop_presets_minutes_from_its_files():
+    """Notebook 3: '`LAPTOP_CONFIG` retrains from scratch in about 21 minutes of float32 on a 2-core CPU (about 13 with
+    bf16 autocast where native ...)'; README, twice: 'about 21 float32 CPU-minutes'."""
+    minutes, bf16 = shipped_minutes("laptop", "3_unet.ipynb", "LAPTOP_CONFIG", "unet_laptop.pt")
+    assert bf16 is not None, "the file was made where bf16 is not native: the text's bf16 minutes have no source"
+    assert (f"retrains from scratch in about {minutes:.0f} minutes of float32 on a 2-core CPU (about {bf16:.0f} with "
+            "bf16 autocast where native;") in notebook_markdown("3_unet.ipynb")
+    readme = " ".join((readme_tables.PROJECT_ROOT / "README.md").read_text(encoding="utf-8").split())
+    assert readme.count(f"about {minutes:.0f} float32 CPU-minutes") == 2

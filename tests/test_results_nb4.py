@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from notebook_support.results import latest_result
+from test_results_nb3 import notebook_markdown, shipped_minutes
 
 RESULTS_TEXT = " ".join((Path(__file__).resolve().parent.parent / "RESULTS.md").read_text(encoding="utf-8").split())
 
@@ -46,3 +47,12 @@ def test_stronger_guidance_pays_for_the_last_percent_with_fid_and_coverage(sweep
     assert (f"reaches {sweep[2.0]['requested_share']['value']:.1%} but at FID {_fid(sweep[2.0]):.1f} = "
             f"{_fid(sweep[2.0]) / floor:.1f}×, and w = 3 {_fid(sweep[3.0]):.1f}").replace("%", " %") in RESULTS_TEXT
     assert f"recall falls from {recalls[0]:.3f} at w = 1 to {recalls[-1]:.3f} at w = 3" in RESULTS_TEXT
+
+
+def test_notebook_4_states_its_models_minutes_from_its_files():
+    """Section 2: '`checkpoints/unet_guidance.pt` was trained with `CONFIG` in 20 minutes of float32 on a 2-core CPU
+    (about 13 with bf16 autocast where native)'."""
+    minutes, bf16 = shipped_minutes("guidance", "4_guidance.ipynb", "CONFIG", "unet_guidance.pt")
+    assert bf16 is not None, "the file was made where bf16 is not native: the text's bf16 minutes have no source"
+    assert (f"was trained with `CONFIG` in {minutes:.0f} minutes of float32 on a 2-core CPU (about {bf16:.0f} with "
+            "bf16 autocast where native)") in notebook_markdown("4_guidance.ipynb")

@@ -125,3 +125,22 @@ def test_a_stand_in_config_is_the_config_cut_short():
     assert training.quick_stand_in_config(tiny_config(num_steps=8), 8) is None     # no longer than that: as is
     assert training.quick_stand_in_config(config, 0) is None                       # stand-ins off
     assert TINY_KWARGS == tiny_config()["model_kwargs"]
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_each_precision_is_timed_only_where_it_runs_natively(native, monkeypatch):
+    """seconds_per_step_by_precision times float32 always and bf16 autocast only where choose_bf16 says the device
+    computes it natively, whatever the config's own bf16, and passes each precision to the loop."""
+    asked = []
+
+    def fake_seconds_per_step(model, train_fn, data, schedule, kwargs, *, timed_steps):
+        asked.append((kwargs["bf16"], timed_steps))
+        return 0.25 if kwargs["bf16"] else 0.5
+
+    monkeypatch.setattr(training, "choose_bf16", lambda device: (native, "the reason"))
+    monkeypatch.setattr(training, "seconds_per_step", fake_seconds_per_step)
+    config = {**tiny_config(), "bf16": not native}
+    per_step, why = training.seconds_per_step_by_precision(None, train, tiny_data(), None, config, timed_steps=7)
+    assert why == "the reason"
+    assert per_step == ({"float32": 0.5, "bfloat16": 0.25} if native else {"float32": 0.5})
+    assert asked == ([(False, 7), (True, 7)] if native else [(False, 7)])
