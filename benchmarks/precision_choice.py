@@ -89,7 +89,8 @@ def main() -> int:
           f"{'the faster' if chosen == faster else 'NOT the faster'} precision here", flush=True)
 
     payload = {
-        "model": "lessons.unet.UNet with 3_unet.ipynb's LAPTOP_CONFIG, bf16 asked for", "batch_size": config["batch_size"],
+        "model": "lessons.unet.UNet with 3_unet.ipynb's LAPTOP_CONFIG, bf16 asked for",
+        "batch_size": config["batch_size"],
         "config_bf16": config.get("bf16", False),
         "seconds_per_step": {k: round(v, 4) for k, v in per_step.items()},
         "bf16_over_fp32": round(per_step["bf16"] / per_step["fp32"], 2), "faster": faster,

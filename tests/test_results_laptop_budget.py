@@ -236,9 +236,11 @@ def test_half_the_peak_lr_is_a_tie_for_eps(trials):
 
 def test_eps_at_the_width_at_7x7_in_20_float32_minutes_ties_the_previous_preset(trials):
     """'Given 20 CPU-minutes, eps at the width at 7x7 trains 2,813 steps in float32 and draws FID 60.3 (9.3x), a tie with
-    the previous laptop preset's 62.0 with the same sampler (bf16, 2,500 steps at its width)'; its file is superseded."""
+    the previous laptop preset's 62.0 with the same sampler (bf16, 2,500 steps at its width)'; its file is
+    superseded."""
     run = trials["wide7-eps-fp32-20min"]
-    preset = read_result(PROJECT_ROOT / "benchmarks/results/superseded/2026-12-07_cpu_quality_laptop-heun10-lambda-clip.json")
+    superseded = PROJECT_ROOT / "benchmarks" / "results" / "superseded"
+    preset = read_result(superseded / "2026-12-07_cpu_quality_laptop-heun10-lambda-clip.json")
     previous = UNet(base_channels=24, channel_mults=[1, 2, 2], num_res_blocks=1, attention_resolutions=[], dropout=0.0)
     assert preset["params"] == sum(p.numel() for p in previous.parameters())        # the previous preset's network
     assert run["trial"]["sampler"] == "heun10-lambda" and run["trial"]["budget_minutes"] == 20

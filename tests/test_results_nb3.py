@@ -15,7 +15,7 @@ import pytest
 from notebook_support.evaluation import compare_fid
 from notebook_support.export import notebook_config
 from notebook_support.files import load_torch_file
-from notebook_support.results import latest_result
+from notebook_support.results import latest_result, read_result
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 import readme_tables  # noqa: E402
@@ -158,3 +158,36 @@ def test_notebook_3_and_readme_state_the_laptop_presets_minutes_from_its_files()
             "bf16 autocast where native;") in notebook_markdown("3_unet.ipynb")
     readme = " ".join((readme_tables.PROJECT_ROOT / "README.md").read_text(encoding="utf-8").split())
     assert readme.count(f"about {minutes:.0f} float32 CPU-minutes") == 2
+
+
+def test_the_shipped_preset_paragraph_quotes_its_files():
+    """RESULTS.md, 'The shipped preset, in float32': the run's minutes and the loop's s/step in each precision
+    (training_speed_laptop), and its DDIM-50 and Heun-10 FIDs, each a tie with the previous bf16 preset's (the files
+    in benchmarks/results/superseded/)."""
+    text = " ".join((readme_tables.PROJECT_ROOT / "RESULTS.md").read_text(encoding="utf-8").split())
+    minutes, _ = shipped_minutes("laptop", "3_unet.ipynb", "LAPTOP_CONFIG", "unet_laptop.pt")
+    speed = latest_result("training_speed_laptop")
+    per_step, estimate = speed["seconds_per_step"], speed["estimate_minutes"]
+    assert (f"trained it in {minutes:.1f} minutes on this 2-core CPU; `benchmarks/training_speed.py` times its loop at "
+            f"{per_step['float32']:.3f} s/step in float32 ({estimate['float32']:.1f} minutes for its steps) and "
+            f"{per_step['bfloat16']:.3f} under bf16 autocast ({estimate['bfloat16']:.1f} minutes;") in text
+    shown = lambda fid: f"{fid['value']:.1f} [{fid['low']:.1f}, {fid['high']:.1f}]"
+    superseded = readme_tables.PROJECT_ROOT / "benchmarks" / "results" / "superseded"
+    for run, new_words, old_words in (("laptop-ddim50-clip", "DDIM-50 at n = 2,000 it draws FID",
+                                       "the previous bf16 preset's"),
+                                      ("laptop-heun10-lambda-clip", "Heun-10 on the λ-uniform grid,", "its")):
+        new = latest_result(f"quality_{run}")
+        old = read_result(superseded / f"2026-12-07_cpu_quality_{run}.json")
+        assert new["n"] == old["n"] == 2000 and compare_fid(new["report"], old["report"]) == "a tie with", run
+        ratio = new["report"]["fid"]["value"] / new["floor"]["fid"]["value"]
+        assert (f"{new_words} {shown(new['report']['fid'])} ({ratio:.1f}×), a tie with {old_words} "
+                f"{shown(old['report']['fid'])}") in text, run
+
+
+def test_the_laptop_unet_tells_the_same_story(paired):
+    """RESULTS.md: 'The laptop U-Net tells the same story: nothing ties at 10 evaluations or fewer, and the fewest that
+    tie are again Heun's 10 steps on the lambda-uniform grid (19 evaluations)'."""
+    rows = [r for r in paired["laptop"]["rows"] if not r["check"]]
+    assert not any(r["low"] <= 0 for r in rows if r["nfe"] <= 10)
+    tied = readme_tables.fewest_tied("laptop")
+    assert (tied["solver"], tied["grid"], tied["num_steps"], tied["nfe"]) == ("heun", "lambda", 10, 19)
