@@ -45,16 +45,16 @@ def measure(name: str, timed_steps: int, images: torch.Tensor, labels: torch.Ten
     config = notebook_config(PROJECT_ROOT / notebook, config_name)
     if train_fn is train_conditional:                                   # as notebook 4 calls it
         train_fn = functools.partial(train_conditional, labels=labels)
+    shipped = load_torch_file(CHECKPOINT_DIR / checkpoint, what="a shipped checkpoint")
+    if shipped["config"] != config:
+        raise SystemExit(f"{checkpoint} was trained with another config than {notebook}'s {config_name}: "
+                         f"retrain it (scripts/train_checkpoints.py) before timing it")
     schedule = du.DiffusionSchedule(num_timesteps=config["num_timesteps"], schedule=config["schedule"])
     started = time.perf_counter()
     torch.manual_seed(0)
     model = model_class(**config["model_kwargs"])
     per_step, bf16_why = seconds_per_step_by_precision(model, train_fn, images, schedule, config,
                                                        timed_steps=timed_steps)
-    shipped = load_torch_file(CHECKPOINT_DIR / checkpoint, what="a shipped checkpoint")
-    if shipped["config"] != config:
-        raise SystemExit(f"{checkpoint} was trained with another config than {notebook}'s {config_name}: "
-                         f"retrain it (scripts/train_checkpoints.py) before timing it")
     estimate = {precision: s * config["num_steps"] / 60 for precision, s in per_step.items()}
     for precision, s in per_step.items():
         print(f"{name}, {precision}: {s:.3f} s/step -> {config['num_steps']:,} steps = {estimate[precision]:.1f} min",

@@ -7,12 +7,12 @@ Run by hand, not in CI. The denoisers are the notebooks' own: the classes and th
 come from lessons/ (exported from notebooks 2, 3 and 4) and the configs are read from the
 notebooks' config cells, so a checkpoint written here is exactly what a notebook loads. On a
 GPU the whole script takes a few tens of minutes; on this project's 2-core CPU the U-Net alone
-would take hours (see the README's timings); the laptop preset takes about a quarter of an hour
-on a CPU with native bf16.
+would take hours (see the README's timings); the laptop preset and notebook 4's model take about
+20 minutes each, in float32.
 
     python scripts/train_checkpoints.py --out checkpoints            # everything
     python scripts/train_checkpoints.py --only classifier --out checkpoints
-    python scripts/train_checkpoints.py --only guidance --out checkpoints   # about 15 min on a 2-core CPU
+    python scripts/train_checkpoints.py --only guidance --out checkpoints   # about 20 min on a 2-core CPU
     python scripts/train_checkpoints.py --only laptop --out checkpoints     # notebook 3's LAPTOP_CONFIG
     python scripts/train_checkpoints.py --only plain --out checkpoints      # notebook 2's PLAIN_CONFIG
     python scripts/train_checkpoints.py --quick --out /tmp/ckpt       # tiny smoke run
