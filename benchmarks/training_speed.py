@@ -22,9 +22,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 import diffusion_utils as du  # noqa: E402
-from lessons.guidance import ConditionalUNet, train_conditional  # noqa: E402
-from lessons.unet import UNet, train_recipe  # noqa: E402
 from notebook_support.checks import int_at_least  # noqa: E402
 from notebook_support.data import mnist_tensor  # noqa: E402
 from notebook_support.environment import CHECKPOINT_DIR, PROJECT_ROOT  # noqa: E402
@@ -32,19 +31,18 @@ from notebook_support.export import notebook_config  # noqa: E402
 from notebook_support.files import load_torch_file  # noqa: E402
 from notebook_support.results import write_result  # noqa: E402
 from notebook_support.training import seconds_per_step_by_precision  # noqa: E402
+from restamp_checkpoints import SHIPPED  # noqa: E402  each shipped file's notebook, config, class and loop
 
-MODELS = {  # name -> (notebook, config name, model class, the notebook's training function, shipped checkpoint)
-    "laptop": ("3_unet.ipynb", "LAPTOP_CONFIG", UNet, train_recipe, "unet_laptop.pt"),
-    "guidance": ("4_guidance.ipynb", "CONFIG", ConditionalUNet, train_conditional, "unet_guidance.pt"),
-}
+MODELS = {"laptop": "unet_laptop.pt", "guidance": "unet_guidance.pt"}   # name -> shipped checkpoint
 
 
 def measure(name: str, timed_steps: int, images: torch.Tensor, labels: torch.Tensor) -> Path:
     """Time `name`'s loop in each precision, read its shipped checkpoint and write training_speed_<name>."""
-    notebook, config_name, model_class, train_fn, checkpoint = MODELS[name]
+    checkpoint = MODELS[name]
+    notebook, config_name, model_class, train_fn, with_labels = SHIPPED[checkpoint]
     config = notebook_config(PROJECT_ROOT / notebook, config_name)
-    if train_fn is train_conditional:                                   # as notebook 4 calls it
-        train_fn = functools.partial(train_conditional, labels=labels)
+    if with_labels:                                                     # as notebook 4 calls its loop
+        train_fn = functools.partial(train_fn, labels=labels)
     shipped = load_torch_file(CHECKPOINT_DIR / checkpoint, what="a shipped checkpoint")
     if shipped["config"] != config:
         raise SystemExit(f"{checkpoint} was trained with another config than {notebook}'s {config_name}: "

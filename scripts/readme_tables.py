@@ -890,7 +890,7 @@ def posthoc_ema_table(current: str) -> str:
             paired = by_ema[key]["paired_with_recipe_ema"] if key in by_ema else None
             cells.append("–" if paired is None else _difference(paired))
         rows.append([trial["name"], trial.get("prediction", "eps"), f"{trial['steps']:,}",
-                     f"{recipe['value']:.1f} [{recipe['low']:.1f}, {recipe['high']:.1f}]", *cells])
+                     _measure(recipe, 1), *cells])
     header = ["trial", "objective", "steps", "FID, recipe's EMA [95 %]",
               *(f"{label}: FID − recipe EMA's [95 %]" for _, label in POSTHOC_EMA_COLUMNS)]
     first = trials[0]

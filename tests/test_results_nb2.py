@@ -6,7 +6,6 @@ the MLP rows at n = 2,000 (benchmarks/quality.py) and the interval check (benchm
 """
 
 import importlib.util
-import json
 import re
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import pytest
 
 from notebook_support.export import notebook_config
 from notebook_support.results import latest_result
+from test_support import notebook_markdown
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "2_custom_mlp.ipynb"
@@ -24,11 +24,6 @@ def _script(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def _markdown(notebook: Path) -> str:
-    cells = json.loads(notebook.read_text(encoding="utf-8"))["cells"]
-    return " ".join(" ".join("".join(c["source"]).split()) for c in cells if c["cell_type"] == "markdown")
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +101,7 @@ def test_interval_check_numbers_quoted_by_the_notebook():
     """Notebook 2 section 7 quotes the bootstrap / between-draws ratios: 1.7x (FID), 2.0x (KID) and
     1.1-1.4x for precision, realism and recall."""
     ratios = {key: m["ratio"] for key, m in latest_result("interval_check_n500")["measures"].items()}
-    text = _markdown(NOTEBOOK)
+    text = notebook_markdown(NOTEBOOK)
     match = re.search(r"(\d\.\d)× \(FID\) and (\d\.\d)× \(KID\).*?(\d\.\d)–(\d\.\d)× for precision, realism and recall",
                       text)
     assert match, "the interval-check sentence of section 7 changed: update this test"

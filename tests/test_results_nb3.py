@@ -6,7 +6,7 @@ Each test names the sentence it backs. If a result file is made again and a test
 is what has to change (or the run is wrong): the test is not a threshold to tune.
 """
 
-import json
+import functools
 import sys
 from pathlib import Path
 
@@ -19,6 +19,7 @@ from notebook_support.results import latest_result, read_result
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 import readme_tables  # noqa: E402
+from test_support import notebook_markdown  # noqa: E402
 
 HEADLINE = {"unet": "unet-ddim50-clip", "laptop": "laptop-ddim50-clip", "laptop-noclip": "laptop-ddim50-noclip",
             "mlp": "mlp-ddpm1000-noclip", "unet-ddim20": "unet-euler20-t-uniform-clip",
@@ -133,26 +134,23 @@ def test_what_the_lab_report_says_of_the_speed_logs():
     assert rate["chunks of 128, fp32"] > rate["256 at once, fp32"]
 
 
-def notebook_markdown(notebook: str) -> str:
-    """The markdown cells of `notebook`, whitespace collapsed."""
-    cells = json.loads((readme_tables.PROJECT_ROOT / notebook).read_text(encoding="utf-8"))["cells"]
-    return " ".join(" ".join("".join(c["source"]).split()) for c in cells if c["cell_type"] == "markdown")
-
-
-def shipped_minutes(model: str, notebook: str, config_name: str, checkpoint: str) -> tuple[float, float | None]:
-    """(float32 minutes of the shipped run, bf16 minutes of its steps at the s/step timed where bf16 is native, or
-    None) from benchmarks/training_speed.py's file, after checking that the file describes the shipped checkpoint."""
+@functools.cache
+def shipped_run(model: str, notebook: str, config_name: str, checkpoint: str) -> tuple[float, dict]:
+    """(float32 minutes of the shipped run, benchmarks/training_speed.py's file for it), after checking that the
+    file describes the shipped checkpoint. The file's estimate_minutes["bfloat16"] (absent where bf16 is not native)
+    is the bf16 minutes of the run's steps at the timed s/step."""
     speed = latest_result(f"training_speed_{model}")
     payload = load_torch_file(readme_tables.PROJECT_ROOT / "checkpoints" / checkpoint)
     assert speed["config"] == notebook_config(readme_tables.PROJECT_ROOT / notebook, config_name) == payload["config"]
     assert speed["shipped"]["train_seconds"] == payload["train_seconds"] and payload["precision"] == "float32"
-    return payload["train_seconds"] / 60, speed["estimate_minutes"].get("bfloat16")
+    return payload["train_seconds"] / 60, speed
 
 
 def test_notebook_3_and_readme_state_the_laptop_presets_minutes_from_its_files():
     """Notebook 3: '`LAPTOP_CONFIG` retrains from scratch in about 21 minutes of float32 on a 2-core CPU (about 13 with
     bf16 autocast where native ...)'; README, twice: 'about 21 float32 CPU-minutes'."""
-    minutes, bf16 = shipped_minutes("laptop", "3_unet.ipynb", "LAPTOP_CONFIG", "unet_laptop.pt")
+    minutes, speed = shipped_run("laptop", "3_unet.ipynb", "LAPTOP_CONFIG", "unet_laptop.pt")
+    bf16 = speed["estimate_minutes"].get("bfloat16")
     assert bf16 is not None, "the file was made where bf16 is not native: the text's bf16 minutes have no source"
     assert (f"retrains from scratch in about {minutes:.0f} minutes of float32 on a 2-core CPU (about {bf16:.0f} with "
             "bf16 autocast where native;") in notebook_markdown("3_unet.ipynb")
@@ -165,13 +163,11 @@ def test_the_shipped_preset_paragraph_quotes_its_files():
     (training_speed_laptop), and its DDIM-50 and Heun-10 FIDs, each a tie with the previous bf16 preset's (the files
     in benchmarks/results/superseded/)."""
     text = " ".join((readme_tables.PROJECT_ROOT / "RESULTS.md").read_text(encoding="utf-8").split())
-    minutes, _ = shipped_minutes("laptop", "3_unet.ipynb", "LAPTOP_CONFIG", "unet_laptop.pt")
-    speed = latest_result("training_speed_laptop")
+    minutes, speed = shipped_run("laptop", "3_unet.ipynb", "LAPTOP_CONFIG", "unet_laptop.pt")
     per_step, estimate = speed["seconds_per_step"], speed["estimate_minutes"]
     assert (f"trained it in {minutes:.1f} minutes on this 2-core CPU; `benchmarks/training_speed.py` times its loop at "
             f"{per_step['float32']:.3f} s/step in float32 ({estimate['float32']:.1f} minutes for its steps) and "
             f"{per_step['bfloat16']:.3f} under bf16 autocast ({estimate['bfloat16']:.1f} minutes;") in text
-    shown = lambda fid: f"{fid['value']:.1f} [{fid['low']:.1f}, {fid['high']:.1f}]"
     superseded = readme_tables.PROJECT_ROOT / "benchmarks" / "results" / "superseded"
     for run, new_words, old_words in (("laptop-ddim50-clip", "DDIM-50 at n = 2,000 it draws FID",
                                        "the previous bf16 preset's"),
@@ -180,8 +176,8 @@ def test_the_shipped_preset_paragraph_quotes_its_files():
         old = read_result(superseded / f"2026-12-07_cpu_quality_{run}.json")
         assert new["n"] == old["n"] == 2000 and compare_fid(new["report"], old["report"]) == "a tie with", run
         ratio = new["report"]["fid"]["value"] / new["floor"]["fid"]["value"]
-        assert (f"{new_words} {shown(new['report']['fid'])} ({ratio:.1f}×), a tie with {old_words} "
-                f"{shown(old['report']['fid'])}") in text, run
+        assert (f"{new_words} {readme_tables._measure(new['report']['fid'], 1)} ({ratio:.1f}×), a tie with {old_words} "
+                f"{readme_tables._measure(old['report']['fid'], 1)}") in text, run
 
 
 def test_the_laptop_unet_tells_the_same_story(paired):

@@ -7,7 +7,8 @@ import pytest
 
 from notebook_support.evaluation import compare_fid
 from notebook_support.results import latest_result, read_result
-from test_results_nb3 import notebook_markdown, shipped_minutes
+from test_results_nb3 import shipped_run
+from test_support import notebook_markdown
 
 RESULTS_TEXT = " ".join((Path(__file__).resolve().parent.parent / "RESULTS.md").read_text(encoding="utf-8").split())
 
@@ -53,7 +54,8 @@ def test_stronger_guidance_pays_for_the_last_percent_with_fid_and_coverage(sweep
 def test_notebook_4_states_its_models_minutes_from_its_files():
     """Section 2: '`checkpoints/unet_guidance.pt` was trained with `CONFIG` in 20 minutes of float32 on a 2-core CPU
     (about 13 with bf16 autocast where native)'."""
-    minutes, bf16 = shipped_minutes("guidance", "4_guidance.ipynb", "CONFIG", "unet_guidance.pt")
+    minutes, speed = shipped_run("guidance", "4_guidance.ipynb", "CONFIG", "unet_guidance.pt")
+    bf16 = speed["estimate_minutes"].get("bfloat16")
     assert bf16 is not None, "the file was made where bf16 is not native: the text's bf16 minutes have no source"
     assert (f"was trained with `CONFIG` in {minutes:.0f} minutes of float32 on a 2-core CPU (about {bf16:.0f} with "
             "bf16 autocast where native)") in notebook_markdown("4_guidance.ipynb")

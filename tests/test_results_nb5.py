@@ -7,7 +7,6 @@ made with the notebook's config, at one n against one floor, and they still say 
 A re-run that changes a verdict fails here, naming the sentence to rewrite.
 """
 
-import json
 import math
 from pathlib import Path
 
@@ -17,16 +16,12 @@ from lessons.prediction import PREDICTIONS, flow_time_sampling_of, laptop_flow_c
 from notebook_support.export import notebook_config
 from notebook_support.files import load_torch_file
 from notebook_support.results import latest_result, latest_results, read_result
+from test_support import notebook_markdown
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "5_what_to_predict.ipynb"
 RESULTS_TEXT = (ROOT / "RESULTS.md").read_text(encoding="utf-8")
 DDPM_PATH = ("eps", "x0", "v")
-
-
-def _markdown() -> str:
-    cells = json.loads(NOTEBOOK.read_text(encoding="utf-8"))["cells"]
-    return " ".join(" ".join("".join(c["source"]).split()) for c in cells if c["cell_type"] == "markdown")
 
 
 def _apart(low_side: dict, high_side: dict) -> bool:
@@ -128,7 +123,7 @@ def test_notebook_5_the_flows_grid_of_rho_2_draws_worse_digits_at_10_steps(bake_
     """Section 4: 'at n = 2,000 (results) rho = 2 draws worse digits from the same x_T too' (Heun-10)."""
     rho2 = next(r for r in bake_off if (r["variant"], r["train_seed"], r["sampler"]) == ("flow", 0, "flow-heun10-rho2"))
     assert rho2["paired_with"] == "flow-heun10" and rho2["paired_difference"]["low"] > 0
-    assert "at $n$ = 2,000 (results) $\\rho = 2$ draws worse digits" in _markdown()
+    assert "at $n$ = 2,000 (results) $\\rho = 2$ draws worse digits" in notebook_markdown(NOTEBOOK)
 
 
 def test_results_prose_far_from_real_digits_at_the_configs_steps(bake_off, base):
@@ -136,7 +131,7 @@ def test_results_prose_far_from_real_digits_at_the_configs_steps(bake_off, base)
     RESULTS.md: every run's precision interval lies below real digits', the best run's recall interval
     reaches theirs."""
     assert all(r["report"]["fid"]["value"] > 20 * r["floor"]["fid"]["value"] for r in bake_off)
-    assert f"at {base['num_steps']} steps" in _markdown()
+    assert f"at {base['num_steps']} steps" in notebook_markdown(NOTEBOOK)
     assert all(r["report"]["precision"]["high"] < r["floor"]["precision"]["low"] for r in bake_off)
     best = min(bake_off, key=lambda r: r["report"]["fid"]["value"])
     assert best["report"]["recall"]["high"] >= best["floor"]["recall"]["low"]
@@ -147,7 +142,7 @@ def test_what_to_try_next_quotes_the_speed_file(speed, base):
     speed file for BAKE_OFF_CONFIG's steps."""
     assert set(speed["variants"]) == set(PREDICTIONS) and speed["num_steps"] == base["num_steps"]
     minutes = [row["seconds_per_step"] * base["num_steps"] / 60 for row in speed["variants"].values()]
-    assert f"({min(minutes):.1f} to {max(minutes):.1f} here)" in _markdown()
+    assert f"({min(minutes):.1f} to {max(minutes):.1f} here)" in notebook_markdown(NOTEBOOK)
 
 
 def test_probes_more_steps_beat_the_bake_offs_flow(bake_off, probes, base):
@@ -220,8 +215,8 @@ def test_the_laptop_recipe_beats_the_bake_offs_flow_and_the_prose_quotes_it(lapt
     assert all(_apart(laptop, r) for r in flow)
     ratio = laptop["report"]["fid"]["value"] / laptop["floor"]["fid"]["value"]
     bf16 = laptop["seconds_per_step"]["bfloat16"] * laptop["steps"] / 60
-    assert f"draws {ratio:.1f}× the floor after {laptop['train_seconds'] / 60:.1f} minutes of float32" in _markdown()
-    assert f"(about {bf16:.0f} with bf16 autocast where native)" in _markdown()
+    assert f"draws {ratio:.1f}× the floor after {laptop['train_seconds'] / 60:.1f} minutes of float32" in notebook_markdown(NOTEBOOK)
+    assert f"(about {bf16:.0f} with bf16 autocast where native)" in notebook_markdown(NOTEBOOK)
     assert ratio > 4, "the 4x aim is met: rewrite the bullet that says it is missed"
 
 

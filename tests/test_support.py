@@ -43,6 +43,13 @@ def tiny_data(seed: int = 0) -> torch.Tensor:
     return torch.rand(32, 1, 4, 4, generator=torch.Generator().manual_seed(seed)) * 2 - 1  # (32, 1, 4, 4)
 
 
+def notebook_markdown(notebook: str | Path) -> str:
+    """The markdown cells of a notebook of the series (a path, or a file name in the project), whitespace collapsed:
+    what the results tests look a sentence up in."""
+    cells = json.loads((PROJECT_ROOT / notebook).read_text(encoding="utf-8"))["cells"]
+    return " ".join(" ".join("".join(c["source"]).split()) for c in cells if c["cell_type"] == "markdown")
+
+
 def random_bytes(n: int = 4096, seed: int = 0) -> bytes:
     return torch.randint(0, 256, (n,), generator=torch.Generator().manual_seed(seed), dtype=torch.uint8).numpy().tobytes()
 
