@@ -26,6 +26,16 @@ non-negative coefficients, a true average of the iterates. A tracked width rebui
 the method: the file records how far each rebuilt average lies from the tracked one. One result file,
 laptop_budget_<name>; the EMA weights go to checkpoints/cache/. A run is not resumable: it is one trial of
 --minutes.
+
+--edm trains the same U-Net with EDM's objective instead (Karras et al. 2022, "Elucidating the design space of
+diffusion-based generative models", Table 1): noise levels ln sigma ~ N(-1.2, 1.2^2), the network preconditioned
+(c_in, c_skip, c_out from sigma_data) and trained on the target that gives EDM's loss weight. It is written on the
+flow's straight path, which is the same family of noisy images rescaled: x_tau = (1 - tau) x0 + tau eps is
+(1 - tau) times EDM's x0 + sigma eps with sigma = tau / (1 - tau), so ln sigma = logit tau and EDM's noise levels
+are the flow's logit-normal tau with mean -1.2 and sd 1.2 (notebook 5's flow: mean 0, sd 1). The network is told
+1000 tau, the flow's clock, in place of EDM's ln(sigma) / 4 (the U-Net's sinusoidal embedding was built for 0..999),
+and the EDM denoiser is drawn as a flow velocity with the flow's Heun-10 from the same x_T, so it is paired with
+the flow's trials sampler for sampler.
 """
 
 from __future__ import annotations
@@ -39,13 +49,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn as nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import diffusion_utils as du  # noqa: E402
 import quality  # noqa: E402  benchmarks/quality.py: chunked, paired drawing
 from laptop_recipe import set_key  # noqa: E402
-from lessons.prediction import (BAKE_OFF_SAMPLERS, AsEps, PredictionTrainer, train_prediction,  # noqa: E402
-                                variant_config)
+from lessons.prediction import (BAKE_OFF_SAMPLERS, FLOW_TIME_SCALE, AsEps, PredictionTrainer,  # noqa: E402
+                                flow_path, train_prediction, variant_config)
 from lessons.unet import PowerEMA, UNet, gamma_of_sigma_rel, posthoc_coefficients  # noqa: E402  notebook 3's
 from notebook_support.checkpoints import validate_config  # noqa: E402
 from notebook_support.checks import DIGIT_COUNT, int_at_least  # noqa: E402
@@ -183,6 +194,62 @@ class ManyEMATrainer(PredictionTrainer):
                               "nonnegative": nonnegative, "from": [(s, t) for s, _, t, _ in used]}
 
 
+EDM_LN_SIGMA_MEAN, EDM_LN_SIGMA_SD = -1.2, 1.2    # EDM's training noise levels (Karras et al. 2022, Table 1)
+
+
+def edm_coefficients(tau: torch.Tensor, sigma_data: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """EDM's preconditioning (Table 1: c_in, c_skip, c_out) for the flow's x_tau = (1 - tau) x, where x = x0 + sigma
+    eps is EDM's noisy image and sigma = tau / (1 - tau). Multiplying through by (1 - tau) keeps every coefficient
+    finite at tau = 1 (pure noise): with r = sqrt(tau^2 + sigma_data^2 (1 - tau)^2), the denoised image is
+    D = c_skip x_tau + c_out F(c_in x_tau) with c_in = 1 / r, c_skip = sigma_data^2 (1 - tau) / r^2 and
+    c_out = sigma_data tau / r. tau (B,) -> three (B, 1, 1, 1)."""
+    tau = tau.view(-1, 1, 1, 1)                                          # (B, 1, 1, 1)
+    r = (tau ** 2 + sigma_data ** 2 * (1 - tau) ** 2).sqrt()             # (B, 1, 1, 1) = (1 - tau) sqrt(sigma^2 + sd^2)
+    return 1 / r, sigma_data ** 2 * (1 - tau) / r ** 2, sigma_data * tau / r
+
+
+class EDMAsFlow(nn.Module):
+    """An EDM-trained network F read as the flow's velocity model, so the flow's samplers draw it: from
+    D = c_skip x_tau + c_out F(c_in x_tau, 1000 tau), the velocity of the straight path through x_tau and D is
+    (x_tau - D) / tau."""
+
+    def __init__(self, network: nn.Module, sigma_data: float):
+        super().__init__()
+        self.network, self.sigma_data = network, sigma_data
+
+    def forward(self, x_tau: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        tau = t / FLOW_TIME_SCALE                                        # (B,) in (0, 1]
+        c_in, c_skip, c_out = edm_coefficients(tau, self.sigma_data)
+        denoised = c_skip * x_tau + c_out * self.network(c_in * x_tau, t).float()   # (B, 1, 28, 28)
+        return (x_tau - denoised) / tau.view(-1, 1, 1, 1)                # (B, 1, 28, 28)
+
+
+class EDMTrainer(ManyEMATrainer):
+    """ManyEMATrainer with EDM's loss: tau = sigmoid(n), n ~ N(-1.2, 1.2^2) (EDM's log-normal sigma; N(0, 1) is the
+    flow's logit-normal tau), and
+    || F(c_in x_tau, 1000 tau) - (x0 - c_skip x_tau) / c_out ||^2, which is EDM's
+    lambda(sigma) || D - x0 ||^2 with lambda = 1 / c_out^2 in EDM's own units (its Eq. 8 and Table 1)."""
+
+    def __init__(self, model, schedule, data, *, sigma_data: float, ln_sigma_mean: float = EDM_LN_SIGMA_MEAN,
+                 ln_sigma_sd: float = EDM_LN_SIGMA_SD, **settings):
+        if not sigma_data > 0:
+            raise ValueError(f"sigma_data must be > 0, got {sigma_data!r}")
+        super().__init__(model, schedule, data, **settings)
+        self.sigma_data, self.ln_sigma_mean, self.ln_sigma_sd = sigma_data, ln_sigma_mean, ln_sigma_sd
+
+    def loss(self, x0: torch.Tensor, model_inputs: dict) -> torch.Tensor:
+        gen_device = self.generator.device
+        normal = torch.randn(x0.shape[0], generator=self.generator, device=gen_device).to(x0.device)   # (B,)
+        tau = torch.sigmoid(self.ln_sigma_mean + self.ln_sigma_sd * normal)                              # (B,) ln sigma = logit tau
+        eps = torch.randn(x0.shape, generator=self.generator, device=gen_device).to(x0.device)       # (B, 1, 28, 28)
+        x_tau, _ = flow_path(x0, eps, tau)                                                           # (B, 1, 28, 28)
+        c_in, c_skip, c_out = edm_coefficients(tau, self.sigma_data)
+        target = (x0 - c_skip * x_tau) / c_out                                                       # (B, 1, 28, 28)
+        with torch.autocast(x0.device.type, dtype=torch.bfloat16, enabled=self.bf16):   # the forward pass only
+            output = self.model(c_in * x_tau, FLOW_TIME_SCALE * tau)                                 # (B, 1, 28, 28)
+        return (output.float() - target).pow(2).mean()
+
+
 def parameter_distance(a: torch.nn.Module, b: torch.nn.Module) -> float:
     """|| theta_a - theta_b || over all parameters."""
     return float(sum((x.double() - y.double()).pow(2).sum() for x, y in zip(a.parameters(), b.parameters())) ** 0.5)
@@ -204,9 +271,20 @@ def main() -> None:
                              "coefficients, each measured like the others")
     parser.add_argument("--snapshots", type=int_at_least(2), default=10, help="snapshots kept of each power EMA")
     parser.add_argument("--n", type=DIGIT_COUNT, default=HEADLINE_N, help="digits drawn and measured per EMA")
+    parser.add_argument("--edm", action="store_true",
+                        help="EDM's objective (EDMTrainer: log-normal sigma, preconditioning), drawn as a flow")
+    parser.add_argument("--sigma-data", type=float, default=None,
+                        help="EDM's sigma_data (default: the training digits' standard deviation)")
+    parser.add_argument("--ln-sigma", type=float, nargs=2, metavar=("MEAN", "SD"), default=None,
+                        help="EDM's training noise levels, ln sigma ~ N(MEAN, SD^2) (default: EDM's -1.2 1.2; "
+                             "0 1 is notebook 5's logit-normal tau)")
     args = parser.parse_args()
     if not 0 < args.minutes <= 120:
         parser.error(f"--minutes must lie in (0, 120], got {args.minutes}")
+    if args.sigma_data is not None and not (args.edm and args.sigma_data > 0):
+        parser.error(f"--sigma-data is EDM's: give it with --edm, and > 0 (got {args.sigma_data})")
+    if args.ln_sigma is not None and not (args.edm and math.isfinite(args.ln_sigma[0]) and 0 < args.ln_sigma[1] < 10):
+        parser.error(f"--ln-sigma is EDM's: give it with --edm, a finite MEAN and 0 < SD < 10 (got {args.ln_sigma})")
     if args.posthoc and len(set(args.sigma_rels)) < 2:
         parser.error("--posthoc rebuilds from two tracked EMAs: give at least two --sigma-rels")
     for sigma_rel in [*args.sigma_rels, *args.posthoc]:
@@ -221,6 +299,10 @@ def main() -> None:
     config["bf16"] = args.bf16
     for item in args.set:
         set_key(config, *item.split("=", 1))
+    if args.edm:                                                              # EDM is written on the flow's path
+        if config.get("prediction", "flow") != "flow" or "flow_time_sampling" in config:
+            parser.error("--edm sets its own objective: drop --set prediction / flow_time_sampling")
+        config["prediction"] = "flow"
     config = variant_config(config, config.get("prediction", "eps"))        # the flow drops min-SNR, as in notebook 5
     prediction = config["prediction"]
     validate_config(config, UNet, train_prediction)
@@ -229,10 +311,18 @@ def main() -> None:
     torch.manual_seed(config["seed"])
     model = UNet(**config["model_kwargs"])
     config["num_steps"] = MAX_BUDGET_STEPS                                   # a cap: the budget ends the run
-    print(f"{args.name}: {sum(p.numel() for p in model.parameters()):,} parameters, {prediction}, training for "
+    edm = None
+    if args.edm:
+        sigma_data = float(data.std()) if args.sigma_data is None else args.sigma_data
+        ln_sigma_mean, ln_sigma_sd = args.ln_sigma or (EDM_LN_SIGMA_MEAN, EDM_LN_SIGMA_SD)
+        edm = {"sigma_data": sigma_data, "ln_sigma_mean": ln_sigma_mean, "ln_sigma_sd": ln_sigma_sd,
+               "time_input": "1000 tau = 1000 sigma / (1 + sigma)"}
+    print(f"{args.name}: {sum(p.numel() for p in model.parameters()):,} parameters, {'edm' if edm else prediction}, training for "
           f"{args.minutes:g} minutes of the process clock on {torch.get_num_threads()} threads", flush=True)
-    trainer = ManyEMATrainer(model, schedule, data, sigma_rels=args.sigma_rels, num_snapshots=args.snapshots,
-                             budget_seconds=args.minutes * 60, **train_kwargs(config))
+    trainer_class, extra = (EDMTrainer, {key: edm[key] for key in ("sigma_data", "ln_sigma_mean", "ln_sigma_sd")}
+                            ) if edm else (ManyEMATrainer, {})
+    trainer = trainer_class(model, schedule, data, sigma_rels=args.sigma_rels, num_snapshots=args.snapshots,
+                            budget_seconds=args.minutes * 60, **extra, **train_kwargs(config))
     wall, cpu = time.perf_counter(), time.process_time()
     _, losses = trainer.run(progress=True)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
@@ -260,9 +350,11 @@ def main() -> None:
     for label, ema_model in emas.items():
         path = CHECKPOINT_DIR / "cache" / f"laptop_budget_{args.name}_{label}.pt"
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_torch_save({"model_state": ema_model.state_dict(), "config": config}, path)
+        atomic_torch_save({"model_state": ema_model.state_dict(), "config": config, "edm": edm}, path)
         run = f"laptop-budget-{args.name}-{label}"
         network = ema_model.eval() if prediction in ("eps", "flow") else AsEps(ema_model.eval(), schedule, prediction)
+        if edm:
+            network = EDMAsFlow(network, edm["sigma_data"])
         drawn[label], measured = quality.draw_and_measure(network, schedule, run, args.n, SAMPLERS[prediction],
                                                           {"model": path.name}, classifier, drawn.get("recipe"))
         row = {"ema": label, **measured}
@@ -276,7 +368,8 @@ def main() -> None:
         print(f"{label:>12}: {format_quality(report, floor)}" + (
             f"\n{'':>14}FID - recipe EMA's = {paired['value']:+.2f} [{paired['low']:+.2f}, {paired['high']:+.2f}]"
             if paired else ""), flush=True)
-    payload = {"name": args.name, "overrides": args.set, "config": config, "prediction": prediction,
+    payload = {"name": args.name, "overrides": args.set, "config": config, "edm": edm,
+               "prediction": "edm (drawn as a flow)" if edm else prediction,
                "sampler": SAMPLERS[prediction], "clip_x0": True, "budget_minutes": args.minutes,
                "budget_clock": "process CPU time / torch threads", "steps": trainer.num_steps,
                "train_wall_seconds": wall, "train_cpu_seconds": cpu, "threads": torch.get_num_threads(),

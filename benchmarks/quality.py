@@ -5,6 +5,7 @@ under benchmarks/results/, which the notebooks and the README read.
     python benchmarks/quality.py sample                 # draw the digits (resumable, chunk by chunk)
     python benchmarks/quality.py evaluate               # measure them + the floor, write result files
     python benchmarks/quality.py sample --only laptop-ddim50-clip --n 2000
+    python benchmarks/quality.py paired --runs RUN_A RUN_B   # FID(A) - FID(B) over digits drawn from one x_T
 
 Without --only every run is drawn, DDPM-1000 for the default U-Net included (hours on a 2-core
 CPU, minutes on a GPU). On the 2-core CPU of the committed results the U-Net's unclipped run was
@@ -217,15 +218,44 @@ def evaluate(runs: list[str], n: int, seed: int) -> None:
         print(f"{run}: {format_quality(report, floor)}\n  -> {path.relative_to(PROJECT_ROOT)}")
 
 
+def paired(run_a: str, run_b: str, n: int, seed: int) -> None:
+    """FID(a) - FID(b), paired over two drawn runs (any two sample files, e.g. two benchmarks/laptop_budget.py
+    trials) whose digit i started from the same x_T: both drawn with `seed` in chunks of CHUNK, which
+    draw_digits records. Writes result file quality_paired_<a>_minus_<b>."""
+    from notebook_support.evaluation import compare_paired, load_classifier
+    from notebook_support.results import write_result
+
+    started = time.perf_counter()
+    (images_a, record_a), (images_b, record_b) = load_samples(run_a, n, seed), load_samples(run_b, n, seed)
+    for key in ("seed", "chunk"):
+        values = [(record.get("drawn_by") or {}).get(key) for record in (record_a, record_b)]
+        if values[0] != values[1] or values[0] is None:
+            raise ValueError(f"{run_a} and {run_b} were not drawn from one x_T: their {key} is {values}")
+    difference = compare_paired(images_a, images_b, load_classifier(), seed=seed)
+    payload = {"runs": [run_a, run_b], "samplers": [record_a["sampler"], record_b["sampler"]],
+               "fid_a_minus_b": difference}
+    path = write_result(f"quality_paired_{run_a}_minus_{run_b}", payload, n=n, seed=seed,
+                        seconds=time.perf_counter() - started,
+                        interval=difference["interval"])
+    print(f"FID({run_a}) - FID({run_b}) = {difference['value']:+.2f} [{difference['low']:+.2f}, "
+          f"{difference['high']:+.2f}] at n = {n}\n  -> {path.relative_to(PROJECT_ROOT)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["sample", "evaluate"])
+    parser.add_argument("command", choices=["sample", "evaluate", "paired"])
+    parser.add_argument("--runs", nargs=2, metavar=("RUN_A", "RUN_B"),
+                        help="paired: two drawn runs (outputs/samples/<run>_n<n>_seed<seed>.pt)")
     parser.add_argument("--only", nargs="*", choices=sorted(RUNS) + ["diffusers-compare"],
                         help="runs to do (default: all of RUNS; diffusers-compare: evaluate that script's rows)")
     parser.add_argument("--n", type=DIGIT_COUNT, default=HEADLINE_N,
                         help="digits per run (the series' headline n)")
     parser.add_argument("--seed", type=int_at_least(0), default=0)
     args = parser.parse_args()
+    if (args.command == "paired") != (args.runs is not None):
+        parser.error("--runs goes with the paired command, and it needs them")
+    if args.command == "paired":
+        return paired(*args.runs, args.n, args.seed)
     runs = args.only or list(RUNS)
     if args.command == "evaluate" and "diffusers-compare" in runs:    # the rows of benchmarks/diffusers_compare.py
         runs.remove("diffusers-compare")

@@ -152,3 +152,63 @@ def test_a_budget_run_stops_when_the_clock_has_used_it_and_decays_lr_to_zero_wit
         laptop_budget.ManyEMATrainer(model, du.DiffusionSchedule(), data, budget_seconds=0, num_steps=10)
     with pytest.raises(ValueError, match="cannot resume"):
         trainer.run(progress=False, resume=object())
+
+
+def test_edm_coefficients_on_the_flow_path_are_edms_table_1():
+    """With sigma = tau / (1 - tau) and EDM's noisy image x = x_tau / (1 - tau): c_in x = c_in' x_tau,
+    c_skip x = c_skip' x_tau and c_out = c_out' for EDM's c_in = 1 / sqrt(sigma^2 + sd^2),
+    c_skip = sd^2 / (sigma^2 + sd^2), c_out = sigma sd / sqrt(sigma^2 + sd^2); finite at tau = 1."""
+    tau, sigma_data = torch.tensor([0.05, 0.3, 0.5, 0.9], dtype=torch.float64), 0.6
+    sigma = tau / (1 - tau)
+    c_in, c_skip, c_out = (c.flatten() for c in laptop_budget.edm_coefficients(tau, sigma_data))
+    root = (sigma ** 2 + sigma_data ** 2).sqrt()
+    torch.testing.assert_close(c_in, 1 / root / (1 - tau))
+    torch.testing.assert_close(c_skip, sigma_data ** 2 / root ** 2 / (1 - tau))
+    torch.testing.assert_close(c_out, sigma * sigma_data / root)
+    at_noise = laptop_budget.edm_coefficients(torch.ones(1, dtype=torch.float64), sigma_data)
+    assert [c.item() for c in at_noise] == [1.0, 0.0, sigma_data]         # D = sd F(x_tau): no skip from noise
+
+
+class _Perfect(torch.nn.Module):
+    """F that outputs EDM's training target for known x0: the network every EDM loss term asks for."""
+
+    def __init__(self, x0: torch.Tensor, sigma_data: float):
+        super().__init__()
+        self.x0, self.sigma_data, self.inputs = x0, sigma_data, []
+
+    def forward(self, scaled: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        self.inputs.append((scaled, t))
+        c_in, c_skip, c_out = laptop_budget.edm_coefficients(t / 1000, self.sigma_data)
+        return (self.x0 - c_skip * scaled / c_in) / c_out
+
+
+def test_edm_read_as_a_flow_gives_the_straight_paths_velocity():
+    """EDMAsFlow: the denoiser D = x0 makes the velocity (x_tau - x0) / tau = eps - x0, the flow's target."""
+    generator = torch.Generator().manual_seed(0)
+    x0 = torch.rand(4, 1, 28, 28, generator=generator) * 2 - 1
+    eps = torch.randn(4, 1, 28, 28, generator=generator)
+    tau = torch.tensor([0.02, 0.3, 0.7, 1.0])
+    x_tau = (1 - tau.view(-1, 1, 1, 1)) * x0 + tau.view(-1, 1, 1, 1) * eps
+    velocity = laptop_budget.EDMAsFlow(_Perfect(x0, 0.6), 0.6)(x_tau, 1000 * tau)
+    torch.testing.assert_close(velocity, eps - x0, rtol=1e-4, atol=1e-4)
+
+
+def test_edm_loss_is_zero_for_the_perfect_network_and_draws_edms_noise_levels(monkeypatch):
+    """EDMTrainer's loss: 0 for the network that outputs its target; the network sees c_in x_tau (unit variance
+    near tau = 1) and the flow's clock 1000 tau, with logit tau = ln sigma ~ N(-1.2, 1.2^2) (over 4,096 draws)."""
+    import diffusion_utils as du
+    from lessons.unet import UNet
+
+    data = torch.rand(4096, 1, 28, 28, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    model = UNet(base_channels=8, channel_mults=[1, 2], num_res_blocks=1, attention_resolutions=[], dropout=0.0)
+    trainer = laptop_budget.EDMTrainer(model, du.DiffusionSchedule(), data, sigma_data=0.6, num_steps=1,
+                                       batch_size=4096, prediction="flow")
+    perfect = _Perfect(data, 0.6)
+    trainer.model = perfect
+    assert trainer.loss(data, {}).item() < 1e-8
+    (_, t), = perfect.inputs
+    log_sigma = torch.logit(t / 1000)                                     # (4096,)
+    assert abs(log_sigma.mean() - laptop_budget.EDM_LN_SIGMA_MEAN) < 0.1
+    assert abs(log_sigma.std() - laptop_budget.EDM_LN_SIGMA_SD) < 0.1
+    with pytest.raises(ValueError, match="sigma_data must be > 0"):
+        laptop_budget.EDMTrainer(model, du.DiffusionSchedule(), data, sigma_data=0.0, num_steps=1)
