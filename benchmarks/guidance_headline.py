@@ -2,7 +2,7 @@
 chooses between (the notebook itself measures 25 digits per class and w). Run by hand on an otherwise idle
 machine (on a 2-core CPU about 1.2 minutes for w = 1 and 3-3.5 per guided w; the file records each):
 
-    python benchmarks/guidance_headline.py                       # w = 1, 1.5, 2, 3 at n = 2,000
+    python benchmarks/guidance_headline.py                       # w = 1, 1.25, 1.5, 2, 3 at n = 2,000
     python benchmarks/guidance_headline.py --weights 1.5 2 --n 2000
 
 The shipped checkpoints/unet_guidance.pt (notebook 4's CONFIG) draws n digits per w with notebook 4's sampler
@@ -42,7 +42,7 @@ TARGET_SHARE, TARGET_TIMES_FLOOR = 0.99, 3.0    # issue 26's target for the chos
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--weights", type=float, nargs="+", default=[1.0, 1.5, 2.0, 3.0], help="guidance weights w")
+    parser.add_argument("--weights", type=float, nargs="+", default=[1.0, 1.25, 1.5, 2.0, 3.0], help="guidance weights w")
     parser.add_argument("--n", type=DIGIT_COUNT, default=HEADLINE_N, help="digits drawn per w")
     args = parser.parse_args()
     try:

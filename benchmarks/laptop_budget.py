@@ -33,9 +33,12 @@ diffusion-based generative models", Table 1): noise levels ln sigma ~ N(-1.2, 1.
 flow's straight path, which is the same family of noisy images rescaled: x_tau = (1 - tau) x0 + tau eps is
 (1 - tau) times EDM's x0 + sigma eps with sigma = tau / (1 - tau), so ln sigma = logit tau and EDM's noise levels
 are the flow's logit-normal tau with mean -1.2 and sd 1.2 (notebook 5's flow: mean 0, sd 1). The network is told
-1000 tau, the flow's clock, in place of EDM's ln(sigma) / 4 (the U-Net's sinusoidal embedding was built for 0..999),
-and the EDM denoiser is drawn as a flow velocity with the flow's Heun-10 from the same x_T, so it is paired with
-the flow's trials sampler for sampler.
+1000 tau, the flow's clock, in place of EDM's ln(sigma) / 4 (the U-Net's sinusoidal embedding was built for 0..999).
+The EDM denoiser is read as a flow velocity (EDMAsFlow) and drawn with the flow's Heun-10 from the same x_T as every
+trial, so `python benchmarks/quality.py paired` sets it against a flow trial with the sampler held fixed:
+
+    python benchmarks/laptop_budget.py --name edm --edm --set lr=2e-3                  # EDM's noise levels
+    python benchmarks/laptop_budget.py --name edm-flow-levels --edm --ln-sigma 0 1 --set lr=2e-3
 """
 
 from __future__ import annotations
@@ -225,10 +228,9 @@ class EDMAsFlow(nn.Module):
 
 
 class EDMTrainer(ManyEMATrainer):
-    """ManyEMATrainer with EDM's loss: tau = sigmoid(n), n ~ N(-1.2, 1.2^2) (EDM's log-normal sigma; N(0, 1) is the
-    flow's logit-normal tau), and
-    || F(c_in x_tau, 1000 tau) - (x0 - c_skip x_tau) / c_out ||^2, which is EDM's
-    lambda(sigma) || D - x0 ||^2 with lambda = 1 / c_out^2 in EDM's own units (its Eq. 8 and Table 1)."""
+    """ManyEMATrainer with EDM's loss: tau = sigmoid(n) with n ~ N(-1.2, 1.2^2), EDM's log-normal sigma (N(0, 1) is
+    the flow's logit-normal tau), and || F(c_in x_tau, 1000 tau) - (x0 - c_skip x_tau) / c_out ||^2, which is EDM's
+    lambda(sigma) || D - x0 ||^2 with lambda = 1 / c_out^2 in EDM's own units (its Eq. 2 with Table 1's weight)."""
 
     def __init__(self, model, schedule, data, *, sigma_data: float, ln_sigma_mean: float = EDM_LN_SIGMA_MEAN,
                  ln_sigma_sd: float = EDM_LN_SIGMA_SD, **settings):
@@ -239,14 +241,14 @@ class EDMTrainer(ManyEMATrainer):
 
     def loss(self, x0: torch.Tensor, model_inputs: dict) -> torch.Tensor:
         gen_device = self.generator.device
-        normal = torch.randn(x0.shape[0], generator=self.generator, device=gen_device).to(x0.device)   # (B,)
-        tau = torch.sigmoid(self.ln_sigma_mean + self.ln_sigma_sd * normal)                              # (B,) ln sigma = logit tau
-        eps = torch.randn(x0.shape, generator=self.generator, device=gen_device).to(x0.device)       # (B, 1, 28, 28)
-        x_tau, _ = flow_path(x0, eps, tau)                                                           # (B, 1, 28, 28)
+        normal = torch.randn(x0.shape[0], generator=self.generator, device=gen_device).to(x0.device)  # (B,)
+        tau = torch.sigmoid(self.ln_sigma_mean + self.ln_sigma_sd * normal)      # (B,) logit tau = ln sigma
+        eps = torch.randn(x0.shape, generator=self.generator, device=gen_device).to(x0.device)      # (B, 1, 28, 28)
+        x_tau, _ = flow_path(x0, eps, tau)                                       # (B, 1, 28, 28)
         c_in, c_skip, c_out = edm_coefficients(tau, self.sigma_data)
-        target = (x0 - c_skip * x_tau) / c_out                                                       # (B, 1, 28, 28)
+        target = (x0 - c_skip * x_tau) / c_out                                   # (B, 1, 28, 28)
         with torch.autocast(x0.device.type, dtype=torch.bfloat16, enabled=self.bf16):   # the forward pass only
-            output = self.model(c_in * x_tau, FLOW_TIME_SCALE * tau)                                 # (B, 1, 28, 28)
+            output = self.model(c_in * x_tau, FLOW_TIME_SCALE * tau)             # (B, 1, 28, 28)
         return (output.float() - target).pow(2).mean()
 
 
@@ -317,8 +319,9 @@ def main() -> None:
         ln_sigma_mean, ln_sigma_sd = args.ln_sigma or (EDM_LN_SIGMA_MEAN, EDM_LN_SIGMA_SD)
         edm = {"sigma_data": sigma_data, "ln_sigma_mean": ln_sigma_mean, "ln_sigma_sd": ln_sigma_sd,
                "time_input": "1000 tau = 1000 sigma / (1 + sigma)"}
-    print(f"{args.name}: {sum(p.numel() for p in model.parameters()):,} parameters, {'edm' if edm else prediction}, training for "
-          f"{args.minutes:g} minutes of the process clock on {torch.get_num_threads()} threads", flush=True)
+    print(f"{args.name}: {sum(p.numel() for p in model.parameters()):,} parameters, {'edm' if edm else prediction}, "
+          f"training for {args.minutes:g} minutes of the process clock on {torch.get_num_threads()} threads",
+          flush=True)
     trainer_class, extra = (EDMTrainer, {key: edm[key] for key in ("sigma_data", "ln_sigma_mean", "ln_sigma_sd")}
                             ) if edm else (ManyEMATrainer, {})
     trainer = trainer_class(model, schedule, data, sigma_rels=args.sigma_rels, num_snapshots=args.snapshots,

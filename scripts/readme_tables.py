@@ -913,7 +913,12 @@ def laptop_budget_table(current: str) -> str:
     digits = {key: d for key, _, d in QUALITY_COLUMNS}
     rows = []
     for trial in trials:
-        change = ", ".join(o.removeprefix("model_kwargs.") for o in trial["overrides"]) or "(the recipe in float32)"
+        changes = [o.removeprefix("model_kwargs.") for o in trial["overrides"]]
+        if trial.get("edm"):                                 # --edm: its noise levels and sigma_data are no overrides
+            edm = trial["edm"]
+            changes.append(f"EDM: ln σ ~ N({edm['ln_sigma_mean']:g}, {edm['ln_sigma_sd']:g}²), "
+                           f"σ_data {edm['sigma_data']:.3f}")
+        change = ", ".join(changes) or "(the recipe in float32)"
         on_clock = "budget_clock" in trial                   # older trials: steps set from a timing, wall minutes
         minutes = (f"{trial['train_cpu_seconds'] / trial['threads'] / 60:.1f} CPU" if on_clock else
                    f"{trial['train_wall_seconds'] / 60:.1f} wall")

@@ -212,3 +212,16 @@ def test_edm_loss_is_zero_for_the_perfect_network_and_draws_edms_noise_levels(mo
     assert abs(log_sigma.std() - laptop_budget.EDM_LN_SIGMA_SD) < 0.1
     with pytest.raises(ValueError, match="sigma_data must be > 0"):
         laptop_budget.EDMTrainer(model, du.DiffusionSchedule(), data, sigma_data=0.0, num_steps=1)
+
+
+def test_quality_paired_refuses_runs_not_drawn_from_one_x_t(monkeypatch):
+    """benchmarks/quality.py paired: two runs pair only when both were drawn with the same seed and chunk size (the
+    same x_T for digit i); otherwise a ValueError before any measuring."""
+    import quality
+
+    records = {"a": {"drawn_by": {"seed": 0, "chunk": 128}}, "b": {"drawn_by": {"seed": 1, "chunk": 128}},
+               "c": {"drawn_by": {"seed": 0, "chunk": 64}}, "old": {}}
+    monkeypatch.setattr(quality, "load_samples", lambda run, n, seed: (torch.zeros(n, 1, 28, 28), records[run]))
+    for other, key in (("b", "seed"), ("c", "chunk"), ("old", "seed")):
+        with pytest.raises(ValueError, match=f"not drawn from one x_T: their {key}"):
+            quality.paired("a", other, 16, 0)
