@@ -3,11 +3,13 @@ and a checkpoint's training-loss curve."""
 
 from __future__ import annotations
 
-import os
+import tempfile
 from pathlib import Path
 from typing import Sequence
 
 import torch
+
+from notebook_support.files import atomic_write_bytes
 
 
 def _to_display(images: torch.Tensor) -> torch.Tensor:
@@ -78,13 +80,15 @@ def save_denoising_gif(frames: torch.Tensor, labels: Sequence, path: str | Path,
     animation = FuncAnimation(fig, draw, frames=len(order), blit=False)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.gif")  # same name every run: a killed run's leftover is reused
+    # rendered in a private folder, then written beside `path` by atomic_write_bytes: two kernels
+    # saving the same GIF at once (the tests run two notebooks at a time) both succeed
     try:
-        animation.save(tmp, writer=PillowWriter(fps=fps), dpi=dpi)
-        os.replace(tmp, path)
+        with tempfile.TemporaryDirectory(prefix="denoising-gif-") as scratch:
+            rendered = Path(scratch) / path.name                # PillowWriter reads the format off ".gif"
+            animation.save(rendered, writer=PillowWriter(fps=fps), dpi=dpi)
+            atomic_write_bytes(path, rendered.read_bytes())
     finally:
-        tmp.unlink(missing_ok=True)
-    plt.close(fig)
+        plt.close(fig)
     return path
 
 

@@ -812,6 +812,24 @@ def test_save_denoising_gif(agg, tmp_path):
     assert not (tmp_path / "bad.gif").exists()
 
 
+def test_two_processes_saving_one_gif_at_once_both_succeed(tmp_path):
+    """The advertised-edit tests run two notebook 4 kernels at a time, each saving
+    outputs/guided_denoising.gif: with one shared temp name, one kernel's rename took the other's
+    file (fresh-clone run 17). Four processes, started together, each save the same path 5 times."""
+    script = (
+        "import sys, torch, matplotlib; matplotlib.use('Agg')\n"
+        "from notebook_support import plots\n"
+        "frames = torch.linspace(-1, 1, 12).view(12, 1, 1, 1, 1).expand(12, 4, 1, 8, 8).contiguous()\n"
+        "for _ in range(5):\n"
+        "    plots.save_denoising_gif(frames, list(range(12)), sys.argv[1], nrow=2, fps=10, dpi=20)\n")
+    target = tmp_path / "shared.gif"
+    workers = [subprocess.Popen([sys.executable, "-c", script, str(target)], cwd=PROJECT_ROOT,
+                                stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    failures = [err for worker in workers for err in [worker.communicate(timeout=300)[1]] if worker.returncode]
+    assert not failures, failures[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shared.gif"]    # no temp file left behind
+
+
 # ---------------------------------------------------------------------------------------------
 # n. export
 # ---------------------------------------------------------------------------------------------
