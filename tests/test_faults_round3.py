@@ -368,10 +368,8 @@ def test_a_model_with_per_image_state_is_given_each_chunks_share(tmp_path, monke
      "--paired-with ddim50: name it in --samplers too"),
     ("throughput.py", ["--timed-steps", "0"], "argument --timed-steps: must be an int >= 1"),
     ("laptop_budget.py", ["--name", "x", "--minutes", "0"], "--minutes must lie in (0, 120], got 0.0"),
-    ("laptop_budget.py", ["--name", "x", "--sigma-data", "0.5"], "--sigma-data is EDM's: give it with --edm"),
     ("laptop_budget.py", ["--name", "x", "--edm", "--set", "prediction=eps"], "--edm sets its own objective"),
     ("quality.py", ["paired"], "--runs goes with the paired command"),
-    ("quality.py", ["evaluate", "--runs", "a", "b"], "--runs goes with the paired command"),
     ("guidance_headline.py", ["--weights", "1", "nan"], "--weights: w must be a finite number, got nan"),
     ("weight_scale_probe.py", ["--trial", "x", "--ema", "y", "--scales", "3"], "--scales must lie in [0.5, 2]"),
 ])
