@@ -3,6 +3,7 @@
 changes a verdict fails here, naming the sentence to rewrite."""
 
 import math
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,9 @@ from lessons.unet import UNet
 from notebook_support.environment import PROJECT_ROOT
 from notebook_support.export import notebook_config
 from notebook_support.results import latest_result, latest_results, read_result
+
+sys.path.insert(0, str(PROJECT_ROOT / "scripts"))
+import readme_tables  # noqa: E402  the lab report's own formatting of a paired difference
 
 RESULTS_TEXT = " ".join((Path(__file__).resolve().parent.parent / "RESULTS.md").read_text(encoding="utf-8").split())
 
@@ -51,6 +55,16 @@ def trials() -> dict:
 
 def _fid(row: dict) -> dict:
     return row["report"]["fid"]
+
+
+def _signed(difference: dict) -> str:
+    """A paired difference as the lab report prints it, with typographic minus signs."""
+    return readme_tables._difference(difference).replace("-", "−")
+
+
+def _config_without(trial: dict, *keys: str) -> dict:
+    """A trial's training config without `keys`: what two trials of one recipe share."""
+    return {k: v for k, v in trial["trial"]["config"].items() if k not in keys}
 
 
 def test_the_width_at_7x7_trains_more_steps_and_draws_better_digits_both_far_from_4x(trials):
@@ -261,9 +275,8 @@ def test_edm_draws_worse_than_the_flow_and_its_noise_levels_cost_most_of_it(tria
                                                      "wide7-flow-lr2e-3-fp32-15min"))
     for trial in (edm, edm_flow_levels):
         run = trial["trial"]
-        recipe = [{k: v for k, v in t["trial"]["config"].items() if k not in ("flow_time_sampling", "num_steps")}
-                  for t in (trial, flow)]
-        assert recipe[0] == recipe[1]                                        # the flow's recipe, lr 2e-3, seed 0
+        unshared = ("flow_time_sampling", "num_steps")
+        assert _config_without(trial, *unshared) == _config_without(flow, *unshared)   # the flow's recipe, lr 2e-3
         assert run["budget_minutes"] == flow["trial"]["budget_minutes"] and run["sampler"] == flow["trial"]["sampler"]
     assert (edm["trial"]["edm"]["ln_sigma_mean"], edm["trial"]["edm"]["ln_sigma_sd"]) == (-1.2, 1.2)
     assert (edm_flow_levels["trial"]["edm"]["ln_sigma_mean"], edm_flow_levels["trial"]["edm"]["ln_sigma_sd"]) == (0, 1)
@@ -279,15 +292,11 @@ def test_edm_draws_worse_than_the_flow_and_its_noise_levels_cost_most_of_it(tria
     assert 0.7 < paired["levels"]["value"] / abs(seeds[1] - seeds[0]) < 1.5  # about the seed spread
     fid = {name: _fid(t["recipe"])["value"] for name, t in (("edm", edm), ("levels", edm_flow_levels), ("flow", flow))}
     text = (f"FID {fid['edm']:.1f} ({fid['edm'] / floor:.1f}×), against the flow's {fid['flow']:.1f} (paired "
-            f"{_difference_text(paired['edm'])}). Trained on the flow's noise levels instead, the same preconditioned "
+            f"{_signed(paired['edm'])}). Trained on the flow's noise levels instead, the same preconditioned "
             f"network draws {fid['levels']:.1f} ({fid['levels'] / floor:.1f}×; paired with the flow "
-            f"{_difference_text(paired['levels'])})")
+            f"{_signed(paired['levels'])})")
     assert text in RESULTS_TEXT
     assert f"the flow's two seeds at lr 4e-3 ({seeds[0]:.1f} and {seeds[1]:.1f})" in RESULTS_TEXT
-
-
-def _difference_text(difference: dict) -> str:
-    return (f"{difference['value']:+.1f} [{difference['low']:+.1f}, {difference['high']:+.1f}]").replace("-", "−")
 
 
 def test_twice_the_budget_still_misses_4x_and_what_would_close_the_rest(trials, throughput):
@@ -295,8 +304,8 @@ def test_twice_the_budget_still_misses_4x_and_what_would_close_the_rest(trials, 
     ... FID falls like steps^-0.55 ... reaches 4x at about 5,800 steps, about 44 float32 CPU-minutes here ... bf16
     autocast where native gives 1.55x ...; channels-last, torch.compile and the width at 28x28 give at most 1.14x'."""
     half, full = trials["wide7-flow-lr2e-3-fp32-15min"], trials["wide7-flow-lr2e-3-fp32-30min"]
-    recipe = [{k: v for k, v in t["trial"]["config"].items() if k != "num_steps"} for t in (half, full)]
-    assert recipe[0] == recipe[1] and (half["trial"]["budget_minutes"], full["trial"]["budget_minutes"]) == (15, 30)
+    assert _config_without(half, "num_steps") == _config_without(full, "num_steps")
+    assert (half["trial"]["budget_minutes"], full["trial"]["budget_minutes"]) == (15, 30)
     fid15, fid30 = _fid(half["recipe"]), _fid(full["recipe"])
     floor = full["trial"]["floor"]["fid"]["value"]
     assert fid30["high"] < fid15["low"] and fid30["low"] > 4 * floor         # better, and still above 4x

@@ -43,6 +43,7 @@ def tiny_data(seed: int = 0) -> torch.Tensor:
     return torch.rand(32, 1, 4, 4, generator=torch.Generator().manual_seed(seed)) * 2 - 1  # (32, 1, 4, 4)
 
 
+@functools.cache                          # many tests look sentences up in one notebook
 def notebook_markdown(notebook: str | Path) -> str:
     """The markdown cells of a notebook of the series (a path, or a file name in the project), whitespace collapsed:
     what the results tests look a sentence up in."""
