@@ -12,8 +12,9 @@ steps) has used --minutes, and the cosine lr decay follows the fraction of the b
 with the budget whatever the machine's speed. --set prediction=x0 | v | flow trains notebook 5's objectives
 (lessons.prediction.PredictionTrainer).
 
-Besides the recipe's EMA (a fixed decay with warm-up), the loop keeps power-function EMAs (Karras et al.
-2024, "Analyzing and improving the training dynamics of diffusion models", section 3): after n updates
+Besides the recipe's EMA (LAPTOP_CONFIG's: a power-function EMA of width ema_sigma_rel; the trials filed
+before it had one had a fixed decay with warm-up, recipe_ema_decay), the loop keeps power-function EMAs
+(Karras et al. 2024, "Analyzing and improving the training dynamics of diffusion models", section 3): after n updates
 the decay is (1 - 1/n)^(gamma + 1), so each averages a fixed *fraction* of the run, its relative width
 sigma_rel, however long the run is. Every average of the one run draws n digits from the same x_T
 (benchmarks/quality.py's chunks) with notebook 3's Heun-10 on the lambda-uniform grid, x0 clipped (the flow:
@@ -378,7 +379,8 @@ def main() -> None:
                "train_wall_seconds": wall, "train_cpu_seconds": cpu, "threads": torch.get_num_threads(),
                "cpu_capability": torch.backends.cpu.get_cpu_capability(),
                "final_loss": float(np.mean(losses[-100:])), "sigma_rels": args.sigma_rels,
-               "recipe_ema_decay": config["ema_decay"], "emas": rows, "floor": floor}
+               "recipe_ema_decay": config.get("ema_decay"), "recipe_ema_sigma_rel": config.get("ema_sigma_rel"),
+               "emas": rows, "floor": floor}
     out = write_result(f"laptop_budget_{args.name}", payload, n=args.n, seed=0, seconds=wall,
                        interval=rows[0]["report"]["interval"])
     print(f"-> {out.relative_to(PROJECT_ROOT)}")

@@ -78,15 +78,16 @@ class ConditionalTrainer(RecipeTrainer):
 
 def train_conditional(model, schedule, data, *, labels, num_steps, batch_size=128, lr=2e-4,
                       grad_clip=1.0, ema_decay=0.9999, seed=0, warmup_steps=0, lr_decay="none",
-                      min_snr_gamma=None, bf16=False, label_dropout=0.0, progress=True,
-                      resume=None):
+                      min_snr_gamma=None, bf16=False, label_dropout=0.0, ema_sigma_rel=None,
+                      progress=True, resume=None):
     """Notebook 3's `train_recipe` for a class-conditional model, given the digits' `labels` (N,)
     (bind them with functools.partial to train from a config)."""
     trainer = ConditionalTrainer(model, schedule, data, labels=labels, label_dropout=label_dropout,
                                  num_steps=num_steps, batch_size=batch_size, lr=lr,
                                  grad_clip=grad_clip, ema_decay=ema_decay, seed=seed,
                                  warmup_steps=warmup_steps, lr_decay=lr_decay,
-                                 min_snr_gamma=min_snr_gamma, bf16=bf16)
+                                 min_snr_gamma=min_snr_gamma, bf16=bf16,
+                                 ema_sigma_rel=ema_sigma_rel)
     return trainer.run(progress, resume)
 
 

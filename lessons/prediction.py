@@ -172,15 +172,16 @@ class PredictionTrainer(RecipeTrainer):
 
 def train_prediction(model, schedule, data, *, prediction="eps", num_steps, batch_size=128, lr=2e-4,
                      grad_clip=1.0, ema_decay=0.9999, seed=0, warmup_steps=0, lr_decay="none",
-                     min_snr_gamma=None, bf16=False, flow_time_sampling="uniform", progress=True,
-                     resume=None):
+                     min_snr_gamma=None, bf16=False, flow_time_sampling="uniform",
+                     ema_sigma_rel=None, progress=True, resume=None):
     """Notebook 3's `train_recipe` for a network that predicts `prediction` (a
     PredictionTrainer)."""
     trainer = PredictionTrainer(model, schedule, data, prediction=prediction,
                                 flow_time_sampling=flow_time_sampling, num_steps=num_steps,
                                 batch_size=batch_size, lr=lr, grad_clip=grad_clip,
                                 ema_decay=ema_decay, seed=seed, warmup_steps=warmup_steps,
-                                lr_decay=lr_decay, min_snr_gamma=min_snr_gamma, bf16=bf16)
+                                lr_decay=lr_decay, min_snr_gamma=min_snr_gamma, bf16=bf16,
+                                ema_sigma_rel=ema_sigma_rel)
     return trainer.run(progress, resume)
 
 

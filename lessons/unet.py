@@ -184,16 +184,20 @@ class UNet(nn.Module):
 
 
 class RecipeTrainer(Trainer):
-    """Notebook 2's loop with the laptop recipe's three changes to training, each off by default
+    """Notebook 2's loop with the laptop recipe's four changes to training, each off by default
     (then it is notebook 2's loop exactly): a linear lr warm-up over `warmup_steps` and, with
     lr_decay="cosine", a cosine decay to 0 at the last step; min-SNR-gamma loss weights
-    (`min_snr_gamma`); bfloat16 autocast for the network's forward pass (`bf16`, CPU or CUDA)."""
+    (`min_snr_gamma`); bfloat16 autocast for the network's forward pass (`bf16`, CPU or CUDA);
+    a power-function EMA averaging a fraction `ema_sigma_rel` of the run (PowerEMA, below), which
+    replaces the fixed decay (ema_decay is then unused)."""
 
     def __init__(self, model, schedule, data, *, warmup_steps=0, lr_decay="none",
-                 min_snr_gamma=None, bf16=False, **settings):
+                 min_snr_gamma=None, bf16=False, ema_sigma_rel=None, **settings):
         if lr_decay not in ("none", "cosine"):
             raise ValueError(f"lr_decay must be 'none' or 'cosine', got {lr_decay!r}")
         super().__init__(model, schedule, data, **settings)
+        if ema_sigma_rel is not None:
+            self.ema = PowerEMA(self.model, ema_sigma_rel)
         self.warmup_steps, self.lr_decay, self.min_snr_gamma, self.bf16 = \
             warmup_steps, lr_decay, min_snr_gamma, bf16
 
@@ -219,13 +223,13 @@ class RecipeTrainer(Trainer):
 
 def train_recipe(model, schedule, data, *, num_steps, batch_size=128, lr=2e-4, grad_clip=1.0,
                  ema_decay=0.9999, seed=0, warmup_steps=0, lr_decay="none", min_snr_gamma=None,
-                 bf16=False, progress=True, resume=None):
+                 bf16=False, ema_sigma_rel=None, progress=True, resume=None):
     """Notebook 2's `train` with the laptop recipe's options (a RecipeTrainer); the defaults are
     the paper's."""
     trainer = RecipeTrainer(model, schedule, data, num_steps=num_steps, batch_size=batch_size,
                             lr=lr, grad_clip=grad_clip, ema_decay=ema_decay, seed=seed,
                             warmup_steps=warmup_steps, lr_decay=lr_decay,
-                            min_snr_gamma=min_snr_gamma, bf16=bf16)
+                            min_snr_gamma=min_snr_gamma, bf16=bf16, ema_sigma_rel=ema_sigma_rel)
     return trainer.run(progress, resume)
 
 

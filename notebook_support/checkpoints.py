@@ -75,6 +75,9 @@ TRAIN_KEY_CHECKS = {
     "min_snr_gamma": lambda v: None if v is None else _number_problem("min_snr_gamma", v, 0, low_open=True),
     "bf16": lambda v: None if isinstance(v, bool) else f"bf16 must be true or false, got {v!r}",
     "label_dropout": lambda v: _number_problem("label_dropout", v, 0, 1),
+    # a power-function EMA's width: gamma = 0 (a plain running mean) has the widest, 12 ** -0.5
+    "ema_sigma_rel": lambda v: None if v is None else _number_problem(
+        "ema_sigma_rel", v, 0, 12 ** -0.5, low_open=True, high_open=True),
 }
 
 

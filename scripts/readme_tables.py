@@ -925,7 +925,9 @@ def laptop_budget_table(current: str) -> str:
         for row in trial["emas"]:
             report, paired = row["report"], row.get("paired_with_recipe_ema")
             if row["ema"] == "recipe":
-                average = f"recipe's EMA ({trial['recipe_ema_decay']:g}, warm-up)"
+                sigma_rel = trial.get("recipe_ema_sigma_rel")       # trials before the recipe had one: None
+                average = (f"recipe's EMA (power, σ_rel {sigma_rel:g})" if sigma_rel else
+                           f"recipe's EMA ({trial['recipe_ema_decay']:g}, warm-up)")
             elif "posthoc" in row:
                 mix = row["posthoc"]
                 widths = sorted({width for width, _ in mix["from"]})

@@ -13,8 +13,8 @@ import torch.nn.functional as F
 
 import diffusion_utils as du
 from lessons.guidance import ConditionalUNet, Guided, guided_eps, train_conditional
-from lessons.mlp import MLPDenoiser, Trainer, train
-from lessons.unet import RecipeTrainer, UNet, train_recipe
+from lessons.mlp import EMA, MLPDenoiser, Trainer, train
+from lessons.unet import PowerEMA, RecipeTrainer, UNet, train_recipe
 from notebook_support import training
 from notebook_support.checkpoints import validate_config
 from notebook_support.sampling import sample_in_chunks
@@ -134,13 +134,14 @@ def test_train_passes_labels_and_drops_them_at_the_given_rate():
 def test_config_validation_knows_the_new_keys():
     config = {"model": "conditional_unet", "schedule": "linear", "num_timesteps": 1000, "num_steps": 10,
               "model_kwargs": {"num_classes": 10, **SMALL_UNET}, "lr_decay": "cosine", "bf16": True,
-              "min_snr_gamma": 5.0, "warmup_steps": 5, "label_dropout": 0.1}
+              "min_snr_gamma": 5.0, "warmup_steps": 5, "label_dropout": 0.1, "ema_sigma_rel": 0.05}
     validate_config(config, ConditionalUNet, train_conditional)          # UNet's kwargs pass through **unet_kwargs
     bad = {**config, "lr_decay": "linear", "bf16": "yes", "min_snr_gamma": 0, "warmup_steps": -1, "label_dropout": 2,
+           "ema_sigma_rel": 0.5,
            "model_kwargs": {"num_classes": 10, "base_channel": 8}}
     with pytest.raises(ValueError) as info:
         validate_config(bad, ConditionalUNet, train_conditional)
-    for word in ("lr_decay", "bf16", "min_snr_gamma", "warmup_steps", "label_dropout", "base_channel"):
+    for word in ("lr_decay", "bf16", "min_snr_gamma", "warmup_steps", "label_dropout", "ema_sigma_rel", "base_channel"):
         assert word in str(info.value), word
 
 
@@ -171,6 +172,25 @@ def test_the_recipe_loop_with_its_defaults_is_notebook_2s_loop():
     assert all(torch.equal(a, b) for a, b in zip(ema_a.state_dict().values(), ema_b.state_dict().values()))
 
 
+def test_ema_sigma_rel_swaps_the_average_and_leaves_training_alone():
+    """The laptop presets' power-function EMA: the same steps and losses as the fixed decay (the average never feeds
+    back into training), a different average, and a width outside (0, 0.289) refused before the first step."""
+    data = torch.rand(64, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1   # (64, 1, 8, 8)
+    runs = {}
+    for sigma_rel in (None, 0.05):
+        torch.manual_seed(0)
+        trainer = RecipeTrainer(UNet(image_size=8, **SMALL_UNET), du.DiffusionSchedule(), data, num_steps=6,
+                                batch_size=8, lr=1e-3, ema_decay=0.999, ema_sigma_rel=sigma_rel)
+        assert type(trainer.ema) is (EMA if sigma_rel is None else PowerEMA)
+        runs[sigma_rel] = trainer.run(progress=False)
+    (fixed, fixed_losses), (power, power_losses) = runs[None], runs[0.05]
+    assert fixed_losses == power_losses
+    assert not all(torch.equal(a, b) for a, b in zip(fixed.parameters(), power.parameters()))
+    with pytest.raises(ValueError, match="sigma_rel must lie in"):
+        train_recipe(UNet(image_size=8, **SMALL_UNET), du.DiffusionSchedule(), data, num_steps=1, ema_sigma_rel=0.5,
+                     progress=False)
+
+
 class Interrupt(Exception):
     pass
 
@@ -179,10 +199,10 @@ class Interrupt(Exception):
 def test_an_interrupted_run_of_the_extended_loops_resumes_bit_exactly(loop, tmp_path, capsys):
     """As test_support checks for notebook 2's train: a run of train_recipe or train_conditional
     stopped after 5 of 12 steps and resumed from its saved state ends with the weights and losses
-    of an uninterrupted run (lr schedule, min-SNR, dropout and label dropout included)."""
+    of an uninterrupted run (lr schedule, min-SNR, power-function EMA, dropout and label dropout included)."""
     data = torch.rand(64, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1   # (64, 1, 8, 8)
     kwargs = dict(num_steps=12, batch_size=8, lr=2e-3, warmup_steps=3, lr_decay="cosine", min_snr_gamma=5.0, seed=1,
-                  progress=False)
+                  ema_sigma_rel=0.05, progress=False)
     unet = {**SMALL_UNET, "dropout": 0.1}
     if loop == "recipe":
         train_fn, build = train_recipe, lambda: UNet(image_size=8, **unet)
