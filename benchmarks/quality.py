@@ -221,11 +221,12 @@ def evaluate(runs: list[str], n: int, seed: int) -> None:
 def paired(run_a: str, run_b: str, n: int, seed: int) -> None:
     """FID(a) - FID(b), paired over two drawn runs (any two sample files, e.g. two benchmarks/laptop_budget.py
     trials) whose digit i started from the same x_T: both drawn with `seed` in chunks of CHUNK, which
-    draw_digits records. Writes result file quality_paired_<a>_minus_<b>."""
+    draw_digits records. Writes result file quality_paired_<a>_minus_<b> (a dot in a run's name becomes "p")."""
     from notebook_support.evaluation import compare_paired, load_classifier
     from notebook_support.results import write_result
 
     started = time.perf_counter()
+    name = f"quality_paired_{run_a}_minus_{run_b}".replace(".", "p")   # a result name has no dots: w1.5 -> w1p5
     (images_a, record_a), (images_b, record_b) = load_samples(run_a, n, seed), load_samples(run_b, n, seed)
     for key in ("seed", "chunk"):
         values = [(record.get("drawn_by") or {}).get(key) for record in (record_a, record_b)]
@@ -234,7 +235,7 @@ def paired(run_a: str, run_b: str, n: int, seed: int) -> None:
     difference = compare_paired(images_a, images_b, load_classifier(), seed=seed)
     payload = {"runs": [run_a, run_b], "samplers": [record_a["sampler"], record_b["sampler"]],
                "fid_a_minus_b": difference}
-    path = write_result(f"quality_paired_{run_a}_minus_{run_b}", payload, n=n, seed=seed,
+    path = write_result(name, payload, n=n, seed=seed,
                         seconds=time.perf_counter() - started,
                         interval=difference["interval"])
     print(f"FID({run_a}) - FID({run_b}) = {difference['value']:+.2f} [{difference['low']:+.2f}, "

@@ -201,7 +201,8 @@ def laptop_flow_config(base: dict, changes: dict) -> dict:
     return with_changes(variant_config(base, "flow"), changes)
 
 
-from notebook_support.checks import check_num_steps, check_sampler_inputs  # input checks, not taught
+# input checks, not taught
+from notebook_support.checks import check_num_steps, check_sampler_inputs
 
 class AsEps(nn.Module):
     """A network that predicts x0 or v on the DDPM path, seen as the eps-model that every sampler of

@@ -160,24 +160,35 @@ def test_notebook_3_and_readme_state_the_laptop_presets_minutes_from_its_files()
 
 def test_the_shipped_preset_paragraph_quotes_its_files():
     """RESULTS.md, 'The shipped preset, in float32': the run's minutes and the loop's s/step in each precision
-    (training_speed_laptop), and its DDIM-50 and Heun-10 FIDs, each a tie with the previous bf16 preset's (the files
-    in benchmarks/results/superseded/)."""
+    (training_speed_laptop), and its DDIM-50 and Heun-10 FIDs, each beside the same run averaged with the fixed decay
+    (the files in benchmarks/results/superseded/fixed-ema/: the same losses, so the average alone differs) and paired
+    with it over the same x_T."""
     text = " ".join((readme_tables.PROJECT_ROOT / "RESULTS.md").read_text(encoding="utf-8").split())
     minutes, speed = shipped_run("laptop", "3_unet.ipynb", "LAPTOP_CONFIG", "unet_laptop.pt")
     per_step, estimate = speed["seconds_per_step"], speed["estimate_minutes"]
     assert (f"trained it in {minutes:.1f} minutes on this 2-core CPU; `benchmarks/training_speed.py` times its loop at "
             f"{per_step['float32']:.3f} s/step in float32 ({estimate['float32']:.1f} minutes for its steps) and "
             f"{per_step['bfloat16']:.3f} under bf16 autocast ({estimate['bfloat16']:.1f} minutes;") in text
-    superseded = readme_tables.PROJECT_ROOT / "benchmarks" / "results" / "superseded"
-    for run, new_words, old_words in (("laptop-ddim50-clip", "DDIM-50 at n = 2,000 it draws FID",
-                                       "the previous bf16 preset's"),
-                                      ("laptop-heun10-lambda-clip", "Heun-10 on the λ-uniform grid,", "its")):
+    fixed_ema = readme_tables.PROJECT_ROOT / "benchmarks" / "results" / "superseded" / "fixed-ema"
+    before = read_result(fixed_ema / "2026-12-07_cpu_training_speed_laptop.json")["shipped"]
+    assert before["final_loss"] == speed["shipped"]["final_loss"] and before["steps"] == speed["shipped"]["steps"]
+    for run, words in (("laptop-ddim50-clip", "DDIM-50 at n = 2,000 it draws FID"),
+                       ("laptop-heun10-lambda-clip", "Heun-10 on the λ-uniform grid,")):
         new = latest_result(f"quality_{run}")
-        old = read_result(superseded / f"2026-12-07_cpu_quality_{run}.json")
-        assert new["n"] == old["n"] == 2000 and compare_fid(new["report"], old["report"]) == "a tie with", run
+        old = read_result(fixed_ema / f"2026-12-07_cpu_quality_{run}.json")
+        paired = latest_result(f"quality_paired_{run}_minus_{run.replace('laptop-', 'laptop-fixedema-')}")
+        assert new["n"] == old["n"] == paired["n"] == 2000, run
         ratio = new["report"]["fid"]["value"] / new["floor"]["fid"]["value"]
-        assert (f"{new_words} {readme_tables._measure(new['report']['fid'], 1)} ({ratio:.1f}×), a tie with {old_words} "
-                f"{readme_tables._measure(old['report']['fid'], 1)}") in text, run
+        difference = readme_tables._difference(paired["fid_a_minus_b"]).replace("-", "−")
+        assert (f"{words} {readme_tables._measure(new['report']['fid'], 1)} ({ratio:.1f}×; the fixed decay's "
+                f"{old['report']['fid']['value']:.1f}, paired {difference})") in text, run
+    runs = ("laptop-ddim50-clip", "laptop-heun10-lambda-clip")
+    # issue 26's previous preset (bf16, the width at 28x28): its files are one folder up
+    bf16 = [read_result(fixed_ema.parent / f"2026-12-07_cpu_quality_{run}.json")["report"] for run in runs]
+    for run, old in zip(runs, bf16):
+        assert compare_fid(latest_result(f"quality_{run}")["report"], old) == "a tie with", run
+    assert (f"the previous bf16 preset drew {readme_tables._measure(bf16[0]['fid'], 1)} with DDIM-50 and "
+            f"{readme_tables._measure(bf16[1]['fid'], 1)} with Heun-10, ties with both") in text
 
 
 def test_the_laptop_unet_tells_the_same_story(paired):
