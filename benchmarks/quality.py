@@ -213,20 +213,25 @@ def evaluate(runs: list[str], n: int, seed: int) -> None:
                    "digits_per_second": drawn / record["seconds"], "sampling_threads": record["threads"],
                    "training": record.get("training"), "report": report, "floor": floor}
         name = f"quality_{run}" if n == HEADLINE_N else f"quality_{run}_n{n}"
-        path = write_result(name, payload, n=n, seed=seed, seconds=payload["sample_seconds"] + report["seconds"],
+        path = write_result(paired_name(run_a, run_b), payload, n=n, seed=seed, seconds=payload["sample_seconds"] + report["seconds"],
                             interval=report["interval"])
         print(f"{run}: {format_quality(report, floor)}\n  -> {path.relative_to(PROJECT_ROOT)}")
+
+
+def paired_name(run_a: str, run_b: str) -> str:
+    """The result name of `paired`: quality_paired_<a>_minus_<b>, each dot made "p" (a result name has none:
+    w1.5 -> w1p5)."""
+    return f"quality_paired_{run_a}_minus_{run_b}".replace(".", "p")
 
 
 def paired(run_a: str, run_b: str, n: int, seed: int) -> None:
     """FID(a) - FID(b), paired over two drawn runs (any two sample files, e.g. two benchmarks/laptop_budget.py
     trials) whose digit i started from the same x_T: both drawn with `seed` in chunks of CHUNK, which
-    draw_digits records. Writes result file quality_paired_<a>_minus_<b> (a dot in a run's name becomes "p")."""
+    draw_digits records. Writes result file paired_name(a, b)."""
     from notebook_support.evaluation import compare_paired, load_classifier
     from notebook_support.results import write_result
 
     started = time.perf_counter()
-    name = f"quality_paired_{run_a}_minus_{run_b}".replace(".", "p")   # a result name has no dots: w1.5 -> w1p5
     (images_a, record_a), (images_b, record_b) = load_samples(run_a, n, seed), load_samples(run_b, n, seed)
     for key in ("seed", "chunk"):
         values = [(record.get("drawn_by") or {}).get(key) for record in (record_a, record_b)]
@@ -235,7 +240,7 @@ def paired(run_a: str, run_b: str, n: int, seed: int) -> None:
     difference = compare_paired(images_a, images_b, load_classifier(), seed=seed)
     payload = {"runs": [run_a, run_b], "samplers": [record_a["sampler"], record_b["sampler"]],
                "fid_a_minus_b": difference}
-    path = write_result(name, payload, n=n, seed=seed,
+    path = write_result(paired_name(run_a, run_b), payload, n=n, seed=seed,
                         seconds=time.perf_counter() - started,
                         interval=difference["interval"])
     print(f"FID({run_a}) - FID({run_b}) = {difference['value']:+.2f} [{difference['low']:+.2f}, "

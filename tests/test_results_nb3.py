@@ -18,7 +18,9 @@ from notebook_support.files import load_torch_file
 from notebook_support.results import latest_result, read_result
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 import readme_tables  # noqa: E402
+from quality import paired_name  # noqa: E402
 from test_support import notebook_markdown  # noqa: E402
 
 HEADLINE = {"unet": "unet-ddim50-clip", "laptop": "laptop-ddim50-clip", "laptop-noclip": "laptop-ddim50-noclip",
@@ -146,6 +148,17 @@ def shipped_run(model: str, notebook: str, config_name: str, checkpoint: str) ->
     return payload["train_seconds"] / 60, speed
 
 
+# the laptop checkpoints' result files from before they averaged with a power-function EMA (the same runs)
+FIXED_EMA = readme_tables.PROJECT_ROOT / "benchmarks" / "results" / "superseded" / "fixed-ema"
+
+
+def paired_with_fixed_decay(run: str, fixed_run: str) -> tuple[dict, str]:
+    """benchmarks/quality.py's paired file of `run` against `fixed_run`, the same run averaged with the fixed decay and
+    drawn from the same x_T, and its difference as the lab report writes it ('−0.9 [−1.7, −0.1]')."""
+    paired = latest_result(paired_name(run, fixed_run))
+    return paired, readme_tables._difference(paired["fid_a_minus_b"]).replace("-", "−")
+
+
 def test_notebook_3_and_readme_state_the_laptop_presets_minutes_from_its_files():
     """Notebook 3: '`LAPTOP_CONFIG` retrains from scratch in about 21 minutes of float32 on a 2-core CPU (about 13 with
     bf16 autocast where native ...)'; README, twice: 'about 21 float32 CPU-minutes'."""
@@ -169,22 +182,20 @@ def test_the_shipped_preset_paragraph_quotes_its_files():
     assert (f"trained it in {minutes:.1f} minutes on this 2-core CPU; `benchmarks/training_speed.py` times its loop at "
             f"{per_step['float32']:.3f} s/step in float32 ({estimate['float32']:.1f} minutes for its steps) and "
             f"{per_step['bfloat16']:.3f} under bf16 autocast ({estimate['bfloat16']:.1f} minutes;") in text
-    fixed_ema = readme_tables.PROJECT_ROOT / "benchmarks" / "results" / "superseded" / "fixed-ema"
-    before = read_result(fixed_ema / "2026-12-07_cpu_training_speed_laptop.json")["shipped"]
+    before = read_result(FIXED_EMA / "2026-12-07_cpu_training_speed_laptop.json")["shipped"]
     assert before["final_loss"] == speed["shipped"]["final_loss"] and before["steps"] == speed["shipped"]["steps"]
     for run, words in (("laptop-ddim50-clip", "DDIM-50 at n = 2,000 it draws FID"),
                        ("laptop-heun10-lambda-clip", "Heun-10 on the λ-uniform grid,")):
         new = latest_result(f"quality_{run}")
-        old = read_result(fixed_ema / f"2026-12-07_cpu_quality_{run}.json")
-        paired = latest_result(f"quality_paired_{run}_minus_{run.replace('laptop-', 'laptop-fixedema-')}")
+        old = read_result(FIXED_EMA / f"2026-12-07_cpu_quality_{run}.json")
+        paired, difference = paired_with_fixed_decay(run, run.replace("laptop-", "laptop-fixedema-"))
         assert new["n"] == old["n"] == paired["n"] == 2000, run
         ratio = new["report"]["fid"]["value"] / new["floor"]["fid"]["value"]
-        difference = readme_tables._difference(paired["fid_a_minus_b"]).replace("-", "−")
         assert (f"{words} {readme_tables._measure(new['report']['fid'], 1)} ({ratio:.1f}×; the fixed decay's "
                 f"{old['report']['fid']['value']:.1f}, paired {difference})") in text, run
     runs = ("laptop-ddim50-clip", "laptop-heun10-lambda-clip")
     # issue 26's previous preset (bf16, the width at 28x28): its files are one folder up
-    bf16 = [read_result(fixed_ema.parent / f"2026-12-07_cpu_quality_{run}.json")["report"] for run in runs]
+    bf16 = [read_result(FIXED_EMA.parent / f"2026-12-07_cpu_quality_{run}.json")["report"] for run in runs]
     for run, old in zip(runs, bf16):
         assert compare_fid(latest_result(f"quality_{run}")["report"], old) == "a tie with", run
     assert (f"the previous bf16 preset drew {readme_tables._measure(bf16[0]['fid'], 1)} with DDIM-50 and "

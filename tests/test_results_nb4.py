@@ -1,18 +1,14 @@
 """The lab report's claims about notebook 4's guidance at the headline n (benchmarks/guidance_headline.py) against the
 committed result file: a re-run that changes a verdict fails here, naming the sentence to rewrite."""
 
-import sys
 from pathlib import Path
 
 import pytest
 
 from notebook_support.evaluation import compare_fid
 from notebook_support.results import latest_result, read_result
-from test_results_nb3 import shipped_run
+from test_results_nb3 import FIXED_EMA, paired_with_fixed_decay, shipped_run
 from test_support import notebook_markdown
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-import readme_tables  # noqa: E402
 
 RESULTS_TEXT = " ".join((Path(__file__).resolve().parent.parent / "RESULTS.md").read_text(encoding="utf-8").split())
 
@@ -84,18 +80,15 @@ def test_the_retrained_model_meets_the_bound_only_on_its_point_value(sweep):
 def test_the_average_alone_paired_with_the_fixed_decays(sweep):
     """'Averaged with the fixed decay 0.999, the same run (the same losses) drew 19.5 at w = 1.5; paired over the
     same x_T, the power EMA's FID differs by ... at w = 1, ... at w = 1.25 and ... at w = 1.5'."""
-    root = Path(__file__).resolve().parent.parent
-    fixed_ema = root / "benchmarks/results/superseded/fixed-ema"
-    before = read_result(fixed_ema / "2026-12-07_cpu_training_speed_guidance.json")["shipped"]
+    before = read_result(FIXED_EMA / "2026-12-07_cpu_training_speed_guidance.json")["shipped"]
     assert before["final_loss"] == latest_result("training_speed_guidance")["shipped"]["final_loss"]
-    old = read_result(fixed_ema / "2026-12-07_cpu_guidance_headline.json")
+    old = read_result(FIXED_EMA / "2026-12-07_cpu_guidance_headline.json")
     old_fid = next(row for row in old["rows"] if row["w"] == 1.5)["report"]["fid"]["value"]
     differences = []
     for w in ("1", "1.25", "1.5"):
-        name = f"quality_paired_guidance-headline-w{w}_minus_guidance-fixedema-w{w}".replace(".", "p")
-        paired = latest_result(name)
+        paired, difference = paired_with_fixed_decay(f"guidance-headline-w{w}", f"guidance-fixedema-w{w}")
         assert paired["n"] == 2000
-        differences.append(f"{readme_tables._difference(paired['fid_a_minus_b'])} at w = {w}".replace("-", "−"))
+        differences.append(f"{difference} at w = {w}")
     assert (f"Averaged with the fixed decay 0.999, the same run (the same losses) drew {old_fid:.1f} at w = 1.5; "
             f"paired over the same x_T, the power EMA's FID differs by {differences[0]}, {differences[1]} and "
             f"{differences[2]}") in RESULTS_TEXT

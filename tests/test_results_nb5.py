@@ -8,7 +8,6 @@ A re-run that changes a verdict fails here, naming the sentence to rewrite.
 """
 
 import math
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,10 +16,8 @@ from lessons.prediction import PREDICTIONS, flow_time_sampling_of, laptop_flow_c
 from notebook_support.export import notebook_config
 from notebook_support.files import load_torch_file
 from notebook_support.results import latest_result, latest_results, read_result
+from test_results_nb3 import FIXED_EMA, paired_with_fixed_decay
 from test_support import notebook_markdown
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-import readme_tables  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "5_what_to_predict.ipynb"
@@ -243,15 +240,13 @@ def test_the_laptop_recipe_at_fixed_steps_is_level_with_its_trials_and_the_fixed
     fid, floor = laptop["report"]["fid"]["value"], laptop["floor"]["fid"]["value"]
     assert (f"Trained for a fixed {laptop['steps']:,} steps it draws FID {fid:.1f} ({fid / floor:.1f}×), level with "
             f"the two process-clock trials of the same recipe and average ({fids[0]:.1f} and {fids[1]:.1f})") in text
-    fixed_ema = ROOT / "benchmarks" / "results" / "superseded" / "fixed-ema"
-    before = read_result(fixed_ema / "2026-12-07_cpu_laptop-flow_seed0_flow-heun10.json")
+    before = read_result(FIXED_EMA / "2026-12-07_cpu_laptop-flow_seed0_flow-heun10.json")
     assert before["final_loss"] == laptop["final_loss"] and before["config"]["seed"] == laptop["config"]["seed"]
-    paired = latest_result("quality_paired_laptop-flow-seed0-flow-heun10_minus_"
-                           "laptop-flow-fixedema-seed0-flow-heun10")
+    paired, difference = paired_with_fixed_decay("laptop-flow-seed0-flow-heun10",
+                                                 "laptop-flow-fixedema-seed0-flow-heun10")
     assert paired["n"] == laptop["n"]
-    difference = paired["fid_a_minus_b"]
     assert (f"The same run averaged with the fixed decay drew {before['report']['fid']['value']:.1f} (paired with it, "
-            f"{readme_tables._difference(difference).replace('-', '−')})") in text
+            f"{difference})") in text
     estimate, took = (laptop["seconds_per_step"]["float32"] * laptop["steps"] / 60, laptop["train_seconds"] / 60)
     earlier = before["seconds_per_step"]["float32"] * before["steps"] / 60
     assert (f"put the run at {estimate:.1f} float32 minutes; it took {took:.1f}. The fixed-decay run's 20 timed steps "
